@@ -1,0 +1,214 @@
+"""The ``tunesmith`` command line, built from the functions' signatures and docstrings.
+
+Human-facing progress goes to stderr; ``--json`` prints one JSON document on stdout.
+Exit codes: 0 success, 2 bad input or config, 1 internal error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from transformers.utils import logging as hf_logging
+from rich.table import Table
+
+from tunesmith import __version__
+from tunesmith.config import TASKS, load_config, resolve_path
+from tunesmith.errors import EXIT_USER, TunesmithError
+from tunesmith.pipeline import chat_once, evaluate_base, evaluate_run, load_run, run_pipeline
+from tunesmith.project import init_project
+from tunesmith.runs import list_runs
+from tunesmith.ui import console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="tunesmith: fine-tune a small model that measurably beats the generic one on your task.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout instead of text.")]
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The project file.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a key, e.g. --set train.epochs=2 (repeatable).")]
+RunsDirOpt = Annotated[Optional[Path], typer.Option("--runs-dir", help="Folder of runs (default: from ./tunesmith.yaml, else ./runs).")]
+
+
+def _emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn tunesmith errors into a one-line message and their exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TunesmithError as exc:
+            console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+def _runs_dir(runs_dir: Path | None, config: Path | None = None) -> Path:
+    if runs_dir is not None:
+        return runs_dir
+    project = config or Path("tunesmith.yaml")
+    if project.is_file():
+        cfg, base = load_config(project)
+        return resolve_path(base, cfg.project.runs_dir)
+    return Path("runs")
+
+
+def _summary(run_root: Path) -> dict[str, Any]:
+    report = json.loads((run_root / "report.json").read_text())
+    return {"run_id": report["run_id"], "run_dir": str(run_root), "report": str(run_root / "report.md"),
+            "objective": report["objective"], "verdict": report["verdict"],
+            "baseline": report["baseline"]["metrics"] if report["baseline"] else None,
+            "tuned": report["tuned"]["metrics"], "train": report["train"], "data": report["data"]}
+
+
+def _print_outcome(summary: dict[str, Any]) -> None:
+    metric = summary["objective"]["metric"]
+    base = summary["baseline"][metric] if summary["baseline"] else None
+    tuned = summary["tuned"][metric]
+    line = f"{metric}: baseline {base:.4f} -> tuned {tuned:.4f}" if base is not None else f"{metric}: tuned {tuned:.4f}"
+    console.print(f"{line}  verdict: [bold]{summary['verdict']}[/]")
+    print(f"Report: {summary['report']}")
+
+
+@app.command()
+@_handle_errors
+def init(
+    folder: Annotated[Path, typer.Argument(help="Project folder to create.")],
+    task: Annotated[str, typer.Option("--task", "-t", help=f"One of: {', '.join(TASKS)}.")] = "classification",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing tunesmith.yaml.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a commented tunesmith.yaml and a small example dataset for TASK into FOLDER."""
+    path = init_project(folder, task, force)
+    if as_json:
+        _emit({"project_file": str(path), "data": str(folder / "data" / "train.jsonl"), "task": task})
+    else:
+        console.print(f"Wrote {path} and {folder / 'data' / 'train.jsonl'}")
+        print(f"Next: tunesmith run -c {path}")
+
+
+@app.command()
+@_handle_errors
+def run(config: ConfigOpt = Path("tunesmith.yaml"), set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Run the whole pipeline: data, baseline evaluation, fine-tuning, tuned evaluation, report."""
+    cfg, base = load_config(config, set_ or [])
+    run_paths = run_pipeline(cfg, base)
+    summary = _summary(run_paths.root)
+    _emit(summary) if as_json else _print_outcome(summary)
+
+
+@app.command()
+@_handle_errors
+def quickstart(
+    folder: Annotated[Path, typer.Argument(help="Where to create the example project.")] = Path("tunesmith-quickstart"),
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create the banking77 intent-classification example (init) and run it (run) on the embedded model."""
+    project_file = folder / "tunesmith.yaml"
+    if not project_file.is_file():
+        init_project(folder, "classification")
+        console.print(f"Created the example project in {folder} (banking77 subset, PolyAI, CC BY 4.0)")
+    cfg, base = load_config(project_file, set_ or [])
+    run_paths = run_pipeline(cfg, base)
+    summary = _summary(run_paths.root)
+    _emit(summary) if as_json else _print_outcome(summary)
+
+
+@app.command("eval")
+@_handle_errors
+def eval_(
+    run_ref: Annotated[Optional[str], typer.Option("--run", help="Run id or folder to re-evaluate.")] = None,
+    base: Annotated[bool, typer.Option("--base", help="Evaluate the untuned base model instead of the tuned one.")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Project file (with --base and no --run).")] = None,
+    runs_dir: RunsDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-evaluate a run's tuned model, or the untuned base model, on the run's test split."""
+    from_config = run_ref is None
+    if from_config and not base:
+        console.print("[bold red]error:[/] give --run RUN, or --base with -c tunesmith.yaml")
+        raise typer.Exit(EXIT_USER)
+    if from_config:
+        cfg, project_dir = load_config(config or Path("tunesmith.yaml"))
+        result = evaluate_base(cfg, project_dir)
+        label = "base"
+    else:
+        run_paths, cfg, splits = load_run(run_ref, _runs_dir(runs_dir, config))
+        result = evaluate_run(run_paths, cfg, splits, base=base)
+        label = f"{run_paths.id} ({'base' if base else 'tuned'})"
+    if as_json:
+        _emit({"model": label, "metrics": result.metrics, "examples": len(result.predictions), "seconds": result.seconds})
+        return
+    table = Table(title=f"Test-split metrics: {label}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    console.print(table)
+
+
+@app.command()
+@_handle_errors
+def chat(
+    prompt: Annotated[str, typer.Argument(help="The message to answer.")],
+    run_ref: Annotated[str, typer.Option("--run", help="Run id or folder whose tuned model answers.")],
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Longest answer (default: the run's eval.max_new_tokens).")] = None,
+    runs_dir: RunsDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer one PROMPT with a run's tuned model, using the run's system prompt."""
+    run_paths, cfg, splits = load_run(run_ref, _runs_dir(runs_dir))
+    answer = chat_once(run_paths, cfg, splits, prompt, max_new_tokens)
+    _emit({"run_id": run_paths.id, "prompt": prompt, "answer": answer}) if as_json else print(answer)
+
+
+@app.command()
+@_handle_errors
+def runs(runs_dir: RunsDirOpt = None, config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Project file whose runs to list.")] = None,
+         as_json: JsonOpt = False) -> None:
+    """List runs with their status and headline metric, newest first."""
+    rows = list_runs(_runs_dir(runs_dir, config))
+    if as_json:
+        _emit(rows)
+        return
+    if not rows:
+        console.print("No runs yet.")
+        return
+    table = Table()
+    for col in ("id", "status", "task", "metric", "baseline", "tuned", "target", "verdict"):
+        table.add_column(col)
+    fmt = lambda v: "–" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+    for r in rows:
+        table.add_row(*(fmt(r[c]) for c in ("id", "status", "task", "metric", "baseline", "tuned", "target", "verdict")))
+    console.print(table)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"tunesmith {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False) -> None:
+    """tunesmith: fine-tune a small model that measurably beats the generic one on your task."""
+
+
+def main() -> None:
+    """Entry point of the ``tunesmith`` command."""
+    # Library chatter (deprecation notices, weight-loading bars) would bury tunesmith's own progress.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    app()

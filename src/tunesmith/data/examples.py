@@ -1,0 +1,47 @@
+"""The one in-memory form every data format is turned into."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training or evaluation example.
+
+    Attributes:
+        id: Stable identifier (source file and line unless the data gives one).
+        prompt: The user message.
+        target: The reference completion the model should produce.
+        label: The class label for classification, else None.
+        system: A per-example system message overriding the task's, if any.
+        meta: Any other fields of the row, kept for reports and slicing.
+    """
+
+    id: str
+    prompt: str
+    target: str
+    label: str | None = None
+    system: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Example:
+        """Rebuild an example written by :meth:`to_dict`."""
+        return cls(**d)
+
+
+def examples_hash(examples: list[Example]) -> str:
+    """SHA-256 of the examples' content, order included."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps(ex.to_dict(), sort_keys=True, ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()

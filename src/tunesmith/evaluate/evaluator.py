@@ -1,0 +1,84 @@
+"""Evaluate one model on the test split: generate, score, and keep every prediction."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunesmith.config import EvalConfig
+from tunesmith.data.encode import encode_example, encode_prompt
+from tunesmith.data.examples import Example
+from tunesmith.evaluate.generate import generate_greedy
+from tunesmith.evaluate.metrics import METRICS, compute_metrics
+from tunesmith.evaluate.normalize import match_label
+from tunesmith.models.load import LoadedModel
+from tunesmith.train.loss import evaluate_loss
+
+#: The per-example score shown next to each prediction, by task.
+EXAMPLE_SCORE = {"classification": "accuracy", "qa": "token_f1", "summarization": "rougeL", "generation": "rougeL"}
+
+
+@dataclass
+class EvalResult:
+    """Metrics and predictions of one model on one split.
+
+    Attributes:
+        name: ``baseline`` or ``tuned``.
+        metrics: Metric name -> value, ``loss`` and ``perplexity`` included.
+        predictions: One row per example: id, input, reference, output, prediction, score.
+        seconds: Wall time of the evaluation.
+    """
+
+    name: str
+    metrics: dict[str, float]
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, system_prompt: str | None,
+                   labels: list[str] | None, cfg: EvalConfig, max_seq_len: int, name: str) -> EvalResult:
+    """Generate greedily for every example and score the outputs with the task's metrics.
+
+    Args:
+        lm: The model to evaluate (base or with adapter).
+        examples: The test examples.
+        task: The objective's task.
+        system_prompt: The task's system message.
+        labels: The label set (classification).
+        cfg: Evaluation settings.
+        max_seq_len: Longest prompt in tokens.
+        name: What is evaluated, for progress and the result.
+
+    Returns:
+        The metrics and per-example predictions.
+    """
+    start = time.perf_counter()
+    examples = list(examples)[: cfg.max_examples] if cfg.max_examples else list(examples)
+    prompts = [encode_prompt(lm.tokenizer, ex, system_prompt, max_seq_len) for ex in examples]
+    outputs = generate_greedy(lm, prompts, cfg.max_new_tokens, cfg.batch_size, label=f"eval {name}")
+    if task == "classification":
+        preds = [match_label(o, labels or []) or "" for o in outputs]
+        refs: list[Any] = [ex.label for ex in examples]
+    else:
+        preds = outputs
+        refs = [ex.target for ex in examples]
+    metrics = compute_metrics(task, preds, refs)
+    encoded = [encode_example(lm.tokenizer, ex, system_prompt, max_seq_len) for ex in examples]
+    loss = evaluate_loss(lm.model, encoded, lm.tokenizer.pad_token_id, cfg.batch_size, lm.device, lm.autocast)
+    metrics["loss"] = loss
+    metrics["perplexity"] = math.exp(min(loss, 50))
+    score_fn = METRICS[EXAMPLE_SCORE[task]].fn
+    rows = []
+    for ex, out, pred, ref in zip(examples, outputs, preds, refs):
+        rows.append({
+            "id": ex.id,
+            "input": ex.prompt,
+            "reference": ex.target,
+            "output": out,
+            "prediction": pred,
+            "score": score_fn([pred], [ref]),
+        })
+    return EvalResult(name, metrics, rows, round(time.perf_counter() - start, 2))

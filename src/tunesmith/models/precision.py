@@ -1,0 +1,45 @@
+"""Choosing the compute precision at run time from what the hardware does fast."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX).
+
+    Without them PyTorch emulates bf16 and autocast runs many times slower than fp32.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def choose_precision(setting: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype to use, or None for plain fp32.
+
+    Args:
+        setting: ``auto``, ``fp32`` or ``bf16`` (``model.precision``).
+        device: Where the model runs.
+
+    Returns:
+        ``torch.bfloat16`` when bf16 autocast should be on, else None.
+    """
+    if setting == "fp32":
+        return None
+    if setting == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_has_fast_bf16() else None

