@@ -120,6 +120,7 @@ def ensure_converted(model: EmbeddedModel, status: Callable[[str], None] | None 
         raise ModelError(f"converting {src} failed: {detail}")
     (tmp / "tunesmith-source.json").write_text(json.dumps(
         {"gguf": str(src), "size": src.stat().st_size, "distribution": model.distribution}, indent=2))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
