@@ -11,6 +11,7 @@ from tunesmith.config import load_config
 from tunesmith.data.prepare import Splits
 from tunesmith.errors import ConfigError
 from tunesmith.pipeline import chat_once, evaluate_run, load_run, run_pipeline
+from tunesmith.project import init_project
 from tunesmith.runs import list_runs
 
 
@@ -72,3 +73,17 @@ def test_unknown_metric_is_rejected_before_any_work(tiny_project):
     with pytest.raises(ConfigError, match="did you mean 'accuracy'"):
         run_pipeline(cfg, base)
     assert not (tiny_project / "runs").exists()
+
+
+@pytest.mark.parametrize("task, metric", [("qa", "token_f1"), ("summarization", "rougeL"), ("generation", "rougeL")])
+def test_every_task_runs_end_to_end(tmp_path, tiny_model_dir, task, metric):
+    """Each task's example project, on the tiny model: the generative metrics land in the report."""
+    project = init_project(tmp_path / task, task)
+    cfg, base = load_config(project, [f"model.base={tiny_model_dir}", "train.max_steps=2", "eval.max_new_tokens=4",
+                                      "train.batch_size=4"])
+    run = run_pipeline(cfg, base)
+    report = json.loads(run.report_json.read_text())
+    assert report["objective"]["metric"] == metric
+    assert {"rouge1", "rouge2", "rougeL", "bleu"} <= set(report["tuned"]["metrics"]) or task == "qa"
+    assert {"exact_match", "token_f1"} <= set(report["tuned"]["metrics"]) or task != "qa"
+    assert report["verdict"] in ("met", "not met")

@@ -24,7 +24,7 @@ from tunesmith.errors import EXIT_USER, TunesmithError
 from tunesmith.pipeline import chat_once, evaluate_base, evaluate_run, load_run, run_pipeline
 from tunesmith.project import init_project
 from tunesmith.runs import list_runs
-from tunesmith.ui import console
+from tunesmith.ui import console, out_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="tunesmith: fine-tune a small model that measurably beats the generic one on your task.")
@@ -155,7 +155,7 @@ def eval_(
     table.add_column("value", justify="right")
     for name, value in result.metrics.items():
         table.add_row(name, f"{value:.4f}")
-    console.print(table)
+    out_console.print(table)
 
 
 @app.command()
@@ -187,11 +187,11 @@ def runs(runs_dir: RunsDirOpt = None, config: Annotated[Optional[Path], typer.Op
         return
     table = Table()
     for col in ("id", "status", "task", "metric", "baseline", "tuned", "target", "verdict"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True)
     fmt = lambda v: "–" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
     for r in rows:
         table.add_row(*(fmt(r[c]) for c in ("id", "status", "task", "metric", "baseline", "tuned", "target", "verdict")))
-    console.print(table)
+    out_console.print(table)
 
 
 def _version(value: bool) -> None:

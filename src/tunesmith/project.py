@@ -14,13 +14,13 @@ from tunesmith.errors import UserError
 #: Settings each task's example starts from, chosen so the example runs in minutes on two CPU cores.
 PRESETS: dict[str, dict[str, Any]] = {
     "classification": {"target": 0.8, "max_seq_len": 160, "epochs": 1, "max_steps": 20, "batch_size": 16,
-                       "lr": 0.002, "eval_every": 10, "max_new_tokens": 12},
+                       "lr": 0.002, "eval_every": 10, "logging_steps": 1, "max_new_tokens": 12},
     "qa": {"target": "null", "max_seq_len": 256, "epochs": 3, "max_steps": "null", "batch_size": 8, "lr": 0.001,
-           "eval_every": "null", "max_new_tokens": 24},
+           "eval_every": "null", "logging_steps": 5, "max_new_tokens": 24},
     "summarization": {"target": "null", "max_seq_len": 256, "epochs": 3, "max_steps": "null", "batch_size": 8, "lr": 0.001,
-                      "eval_every": "null", "max_new_tokens": 48},
+                      "eval_every": "null", "logging_steps": 5, "max_new_tokens": 48},
     "generation": {"target": "null", "max_seq_len": 192, "epochs": 3, "max_steps": "null", "batch_size": 8, "lr": 0.001,
-                   "eval_every": "null", "max_new_tokens": 48},
+                   "eval_every": "null", "logging_steps": 5, "max_new_tokens": 48},
 }
 
 ATTRIBUTION = {

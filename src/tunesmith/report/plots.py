@@ -31,7 +31,7 @@ def plot_loss(history: Sequence[dict[str, Any]], out: Path, title: str = "Loss")
     if val:
         ax.plot(*zip(*val), "o-", label="validation loss", color="#d62728")
         best = min(val, key=lambda t: t[1])
-        ax.annotate(f"best {best[1]:.3f}", best, textcoords="offset points", xytext=(5, 10), fontsize=8)
+        ax.annotate(f"best {best[1]:.3f}", best, textcoords="offset points", xytext=(-30, 12), fontsize=8)
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss (completion tokens)")
     ax.set_title(title)
