@@ -72,7 +72,8 @@ def test_run_eval_chat_runs_with_json(tiny_project, monkeypatch):
 
     res = runner.invoke(app, ["chat", "--run", run_id, "Where is my card?", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["run_id"] == run_id
+    chat_out = json.loads(res.stdout)
+    assert chat_out["run_id"] == run_id and "label" in chat_out
 
     res = runner.invoke(app, ["runs", "--json"])
     rows = json.loads(res.stdout)

@@ -7,21 +7,22 @@ Exit codes: 0 success, 2 bad input or config, 1 internal error.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any, Optional
 
 import typer
-from transformers.utils import logging as hf_logging
 from rich.table import Table
 
 from tunesmith import __version__
 from tunesmith.config import TASKS, load_config, resolve_path
 from tunesmith.errors import EXIT_USER, TunesmithError
-from tunesmith.pipeline import chat_once, evaluate_base, evaluate_run, load_run, run_pipeline
+from tunesmith.evaluate.normalize import match_label
 from tunesmith.project import init_project
 from tunesmith.runs import list_runs
 from tunesmith.ui import console, out_console
@@ -33,6 +34,21 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document on 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The project file.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a key, e.g. --set train.epochs=2 (repeatable).")]
 RunsDirOpt = Annotated[Optional[Path], typer.Option("--runs-dir", help="Folder of runs (default: from ./tunesmith.yaml, else ./runs).")]
+
+
+def _pipeline() -> ModuleType:
+    """The pipeline module, imported on first use.
+
+    It brings torch, transformers and peft, which take several seconds to import; deferring
+    them lets ``--help``, ``init`` and ``runs`` answer at once. (Not a cycle: cli depends on
+    pipeline and nothing below depends on cli.)
+    """
+    pipeline = importlib.import_module("tunesmith.pipeline")
+    # Library chatter (weight-loading bars, notices) would bury tunesmith's own progress.
+    hf_logging = importlib.import_module("transformers.utils.logging")
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    return pipeline
 
 
 def _emit(data: Any) -> None:
@@ -102,7 +118,7 @@ def init(
 def run(config: ConfigOpt = Path("tunesmith.yaml"), set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Run the whole pipeline: data, baseline evaluation, fine-tuning, tuned evaluation, report."""
     cfg, base = load_config(config, set_ or [])
-    run_paths = run_pipeline(cfg, base)
+    run_paths = _pipeline().run_pipeline(cfg, base)
     summary = _summary(run_paths.root)
     _emit(summary) if as_json else _print_outcome(summary)
 
@@ -120,7 +136,7 @@ def quickstart(
         init_project(folder, "classification")
         console.print(f"Created the example project in {folder} (banking77 subset, PolyAI, CC BY 4.0)")
     cfg, base = load_config(project_file, set_ or [])
-    run_paths = run_pipeline(cfg, base)
+    run_paths = _pipeline().run_pipeline(cfg, base)
     summary = _summary(run_paths.root)
     _emit(summary) if as_json else _print_outcome(summary)
 
@@ -141,11 +157,11 @@ def eval_(
         raise typer.Exit(EXIT_USER)
     if from_config:
         cfg, project_dir = load_config(config or Path("tunesmith.yaml"))
-        result = evaluate_base(cfg, project_dir)
+        result = _pipeline().evaluate_base(cfg, project_dir)
         label = "base"
     else:
-        run_paths, cfg, splits = load_run(run_ref, _runs_dir(runs_dir, config))
-        result = evaluate_run(run_paths, cfg, splits, base=base)
+        run_paths, cfg, splits = _pipeline().load_run(run_ref, _runs_dir(runs_dir, config))
+        result = _pipeline().evaluate_run(run_paths, cfg, splits, base=base)
         label = f"{run_paths.id} ({'base' if base else 'tuned'})"
     if as_json:
         _emit({"model": label, "metrics": result.metrics, "examples": len(result.predictions), "seconds": result.seconds})
@@ -168,9 +184,16 @@ def chat(
     as_json: JsonOpt = False,
 ) -> None:
     """Answer one PROMPT with a run's tuned model, using the run's system prompt."""
-    run_paths, cfg, splits = load_run(run_ref, _runs_dir(runs_dir))
-    answer = chat_once(run_paths, cfg, splits, prompt, max_new_tokens)
-    _emit({"run_id": run_paths.id, "prompt": prompt, "answer": answer}) if as_json else print(answer)
+    run_paths, cfg, splits = _pipeline().load_run(run_ref, _runs_dir(runs_dir))
+    answer = _pipeline().chat_once(run_paths, cfg, splits, prompt, max_new_tokens)
+    # For classification, say which label the answer maps to (None: it names no known label).
+    label = match_label(answer, splits.labels) if splits.labels else None
+    if as_json:
+        _emit({"run_id": run_paths.id, "prompt": prompt, "answer": answer, "label": label})
+        return
+    print(answer)
+    if splits.labels and label is None:
+        console.print(f"(the answer is not one of the {len(splits.labels)} labels)")
 
 
 @app.command()
@@ -207,8 +230,6 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 def main() -> None:
     """Entry point of the ``tunesmith`` command."""
-    # Library chatter (deprecation notices, weight-loading bars) would bury tunesmith's own progress.
+    # Deprecation notices from the libraries would bury tunesmith's own progress.
     warnings.filterwarnings("ignore", category=FutureWarning)
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     app()

@@ -26,7 +26,9 @@ from tunesmith.errors import UserError
 from tunesmith.models.adapters import apply_adapter, check_adapter_method, load_adapter
 from tunesmith.models.load import LoadedModel, load_base_model
 from tunesmith.models.resolve import resolve_base
-from tunesmith.report import build_report, plot_loss, render_markdown
+from tunesmith.report.build import build_report
+from tunesmith.report.markdown import render_markdown
+from tunesmith.report.plots import plot_loss
 from tunesmith.runs import RunPaths, find_run, new_run, write_status
 from tunesmith.train.loop import TrainResult, train_adapter
 from tunesmith.ui import console

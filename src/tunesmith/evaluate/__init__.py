@@ -1,6 +1,4 @@
 """Evaluation: batched generation, task metrics, and the comparison of baseline and tuned models."""
 
-from tunesmith.evaluate.evaluator import EvalResult, evaluate_model
-from tunesmith.evaluate.metrics import METRICS, TASK_METRICS, check_metric, compute_metrics, register_metric
-
-__all__ = ["EvalResult", "METRICS", "TASK_METRICS", "check_metric", "compute_metrics", "evaluate_model", "register_metric"]
+# Submodules are imported directly (tunesmith.evaluate.<module>): re-exporting them here would make
+# every light import of this package pull in torch and friends.

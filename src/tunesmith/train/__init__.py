@@ -1,6 +1,4 @@
 """Training: batching, the completion-only loss, and the optimisation loop."""
 
-from tunesmith.train.loop import TrainResult, train_adapter
-from tunesmith.train.loss import completion_loss, evaluate_loss
-
-__all__ = ["TrainResult", "completion_loss", "evaluate_loss", "train_adapter"]
+# Submodules are imported directly (tunesmith.train.<module>): re-exporting them here would make
+# every light import of this package pull in torch and friends.
