@@ -46,12 +46,20 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
     assert res.exit_code == 2
 
 
-def test_malformed_data_exits_2_with_file_and_line(tiny_project):
+def test_malformed_rows_are_set_aside_and_strict_exits_2(tiny_project):
     with (tiny_project / "data" / "train.jsonl").open("a") as fh:
         fh.write('{"text": "broken", \n')
-    res = runner.invoke(app, ["run", "-c", str(tiny_project / "tunesmith.yaml")])
+    res = runner.invoke(app, ["run", "-c", str(tiny_project / "tunesmith.yaml"), "--strict"])
     assert res.exit_code == 2
     assert "train.jsonl:55: malformed JSON" in res.output.replace("\n", "")
+    res = runner.invoke(app, ["run", "-c", str(tiny_project / "tunesmith.yaml"), "--json"])
+    assert res.exit_code == 0, res.output
+    acc = json.loads(res.stdout)["data"]["accounting"]
+    assert acc["rows_read"] == 55 and acc["rejected"] == 1 and acc["kept"] == 54
+    (rejected,) = (tiny_project / "runs").glob("*/data/rejected.jsonl")
+    row = json.loads(rejected.read_text())
+    assert row["line"] == 55 and row["kind"] == "malformed JSON" and row["raw"] == '{"text": "broken", '
+    assert "set aside **1**" in (rejected.parent.parent / "report.md").read_text()
 
 
 def test_run_eval_chat_runs_with_json(tiny_project, monkeypatch):

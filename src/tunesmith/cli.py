@@ -115,9 +115,11 @@ def init(
 
 @app.command()
 @_handle_errors
-def run(config: ConfigOpt = Path("tunesmith.yaml"), set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+def run(config: ConfigOpt = Path("tunesmith.yaml"), set_: SetOpt = None,
+        strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 2) if any data row is set aside.")] = False,
+        as_json: JsonOpt = False) -> None:
     """Run the whole pipeline: data, baseline evaluation, fine-tuning, tuned evaluation, report."""
-    cfg, base = load_config(config, set_ or [])
+    cfg, base = load_config(config, [*(set_ or []), *(["data.strict=true"] if strict else [])])
     run_paths = _pipeline().run_pipeline(cfg, base)
     summary = _summary(run_paths.root)
     _emit(summary) if as_json else _print_outcome(summary)

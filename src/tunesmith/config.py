@@ -81,7 +81,7 @@ class DataConfig(_Section):
     """The examples and how to read them."""
 
     train: Path = Path("data/train.jsonl")
-    """Training data file (JSONL, JSON array or CSV); split 80/10/10 unless validation and test are given."""
+    """Training data: a file (JSONL, JSON array, CSV/TSV, optionally .gz) or a folder of them; split 80/10/10 unless validation and test are given."""
     validation: Path | None = None
     """Optional validation file; when set with ``test``, no split is made."""
     test: Path | None = None
@@ -94,6 +94,8 @@ class DataConfig(_Section):
     """Instruction given to the model as the system message; {labels} expands to the label list. None uses the task's default."""
     labels: list[str] | None = None
     """Label set for classification; None takes the labels found in the training data."""
+    strict: bool = False
+    """Fail (exit code 2) when any row is set aside, instead of training on the rows that are usable."""
     max_examples: int | None = Field(None, gt=0)
     """Use at most this many examples (after a seeded shuffle); None uses all."""
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -172,6 +174,8 @@ class EvalConfig(_Section):
     """Longest generated answer in tokens (greedy decoding)."""
     batch_size: int = Field(32, gt=0)
     """Prompts generated together (left-padded, with the KV cache)."""
+    strict: bool = False
+    """Fail (exit code 2) when any row is set aside, instead of training on the rows that are usable."""
     max_examples: int | None = Field(None, gt=0)
     """Evaluate on at most this many test examples; None uses the whole test split."""
     baseline: bool = True

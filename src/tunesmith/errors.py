@@ -40,6 +40,8 @@ class DataError(UserError):
 
     def __init__(self, message: str, *, path: object = None, line: int | None = None, field: str | None = None):
         self.path, self.line, self.field = path, line, field
+        #: The problem without its location, as recorded for a set-aside row.
+        self.reason = f"field '{field}': {message}" if field is not None else message
         where = ""
         if path is not None:
             where = f"{path}"

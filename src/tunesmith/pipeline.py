@@ -95,7 +95,7 @@ def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, ba
                   "precision": "bf16 autocast" if lm.autocast_dtype is not None else "fp32"}
     manifest = splits.manifest()
     data = {**splits.counts(), "format": splits.format, "labels": splits.labels,
-            "sha256": {k: v["sha256"] for k, v in manifest["splits"].items()}}
+            "sha256": {k: v["sha256"] for k, v in manifest["splits"].items()}, "accounting": splits.accounting()}
     report = build_report(cfg=cfg, run_id=run.id, model_info=model_info, data=data, baseline=baseline,
                           tuned=tuned, train=result, timings=timings)
     run.report_json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
@@ -130,7 +130,13 @@ def run_pipeline(cfg: Config, base_dir: Path) -> RunPaths:
         with _timed(timings, "data"):
             splits = prepare_splits(cfg, base_dir)
             splits.save(run.data)
-        console.print(f"Data: format {splits.format}, {splits.counts()}")
+        acc = splits.accounting()
+        console.print(f"Data: format {splits.format}; {acc['rows_read']} rows read, {acc['kept']} kept "
+                      f"{splits.counts()}, {acc['rejected']} set aside, {sum(acc['removed'].values())} removed")
+        for kind, n in acc["rejected_by_reason"].items():
+            console.print(f"  set aside {n}: {kind} (see {run.data / 'rejected.jsonl'})")
+        for warning in acc["warnings"]:
+            console.print(f"  warning: {warning}")
         with _timed(timings, "load model"):
             lm = load_model(cfg)
         baseline = None

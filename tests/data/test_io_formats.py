@@ -1,11 +1,12 @@
 """Reading files and rows: formats, detection, and errors that name file, line and field."""
 
+import gzip
 import json
 
 import pytest
 
 from tunesmith.data.formats import FORMATS, detect_format, row_to_example
-from tunesmith.data.io import read_rows
+from tunesmith.data import io as io_mod
 from tunesmith.data.prepare import load_examples
 from tunesmith.errors import DataError
 
@@ -38,55 +39,69 @@ def test_undetectable_format_lists_the_shapes():
         detect_format({"foo", "bar"}, {})
 
 
-def test_malformed_jsonl_line_is_named(tmp_path):
+def test_every_line_is_kept_or_set_aside_with_its_reason(tmp_path):
     p = tmp_path / "d.jsonl"
-    p.write_text('{"text": "a", "label": "x"}\n\n{"text": "b", "label": \n')
-    with pytest.raises(DataError) as err:
-        list(read_rows(p))
-    assert f"{p}:3: malformed JSON" in str(err.value)
+    p.write_bytes(
+        b'\xef\xbb\xbf{"text": "bom first line", "label": "x"}\r\n'  # BOM and CRLF are fine
+        b'\n'                                                         # blank lines are not rows
+        b'{"text": "b", "label": \n'                                   # 3: malformed JSON
+        b'[1, 2]\n'                                                    # 4: not an object
+        b'{"text": "caf\xe9", "label": "x"}\n'                          # 5: invalid UTF-8
+        b'{"text": "c"}\n'                                             # 6: missing field
+        b'{"text": "  ", "label": "x"}\n'                               # 7: empty value
+        b'{"text": ["c"], "label": "x"}\n'                             # 8: wrong type
+        b'{"text": "fine", "label": 3}\n'                              # 9: a numeric label is a label
+    )
+    loaded = load_examples(p, "auto", {})
+    assert [e.prompt for e in loaded.examples] == ["bom first line", "fine"]
+    assert loaded.examples[1].label == "3" and loaded.examples[0].line == 1
+    got = {(r.line, r.kind) for r in loaded.rejected}
+    assert got == {(3, "malformed JSON"), (4, "not a JSON object"), (5, "invalid UTF-8"),
+                   (6, "field 'label': missing required field"), (7, "field 'text': empty value"),
+                   (8, "field 'text': expected a string, got list")}
+    assert loaded.rows_read == len(loaded.examples) + len(loaded.rejected) == 8
+    assert all(r.source == str(p) and r.raw for r in loaded.rejected)
 
 
-@pytest.mark.parametrize(
-    "rows, message",
-    [
-        ([{"text": "a", "label": "x"}, {"text": "b"}], "d.jsonl:2: field 'label': missing required field"),
-        ([{"text": "a", "label": "x"}, {"text": " ", "label": "y"}], "d.jsonl:2: field 'text': empty value"),
-        ([{"text": "a", "label": "x"}, {"text": ["b"], "label": "y"}], "d.jsonl:2: field 'text': expected a string, got list"),
-    ],
-)
-def test_invalid_rows_name_file_line_and_field(tmp_path, rows, message):
+def test_an_oversized_line_is_set_aside_and_reading_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(io_mod, "MAX_LINE_BYTES", 1000)
     p = tmp_path / "d.jsonl"
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(DataError) as err:
-        load_examples(p, "auto", {})
-    assert str(err.value).endswith(message.split(":", 1)[1]) and str(p) in str(err.value)
+    p.write_text(json.dumps({"text": "x" * 5000, "label": "a"}) + "\n" + json.dumps({"text": "ok", "label": "a"}) + "\n")
+    loaded = load_examples(p, "auto", {})
+    assert [e.prompt for e in loaded.examples] == ["ok"]
+    assert loaded.rejected[0].kind == "line too long" and loaded.rejected[0].line == 1
+    assert len(loaded.rejected[0].raw) <= io_mod.MAX_RAW_CHARS
 
 
-def test_csv_and_json_array_and_bom(tmp_path):
+def test_csv_tsv_gzip_json_array_and_folders(tmp_path):
     csv_path = tmp_path / "d.csv"
-    csv_path.write_bytes('\ufefftext,label\r\n"hello, you",greet\r\nbye,leave\r\n'.encode())
-    examples, fmt = load_examples(csv_path, "auto", {})
-    assert fmt == "text_label" and [e.prompt for e in examples] == ["hello, you", "bye"]
-    assert examples[1].id == "d.csv:3"
-    arr = tmp_path / "d.json"
-    arr.write_text(json.dumps([{"prompt": "p", "response": "r"}]))
-    assert load_examples(arr, "auto", {})[1] == "prompt_response"
+    csv_path.write_bytes('\ufefftext,label\r\n"hello, you",greet\r\nbye,leave\r\nc,d,e\r\n'.encode())
+    loaded = load_examples(csv_path, "auto", {})
+    assert loaded.format == "text_label" and [e.prompt for e in loaded.examples] == ["hello, you", "bye"]
+    assert loaded.examples[1].id == "d.csv:3"
+    assert [(r.line, r.kind) for r in loaded.rejected] == [(4, "wrong number of values")]
+    tsv = tmp_path / "folder" / "a.tsv.gz"
+    tsv.parent.mkdir()
+    with gzip.open(tsv, "wt") as fh:
+        fh.write("text\tlabel\nhi\tgreet\n")
+    (tmp_path / "folder" / "b.json").write_text(json.dumps([{"text": "yo", "label": "greet"}, 5]))
+    (tmp_path / "folder" / "empty.jsonl").write_text("")
+    folder = load_examples(tmp_path / "folder", "auto", {})
+    assert sorted(e.prompt for e in folder.examples) == ["hi", "yo"]
+    assert [r.kind for r in folder.rejected] == ["not a JSON object"]
+    assert len(folder.sources) == 3 and any("holds no rows" in w for w in folder.warnings)
 
 
-def test_csv_row_with_too_many_values(tmp_path):
-    p = tmp_path / "d.csv"
-    p.write_text("text,label\na,b\nc,d,e\n")
-    with pytest.raises(DataError, match=r"d.csv:3: more values"):
+def test_undetectable_file_is_an_error_naming_the_first_row(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"foo": 1}\n')
+    with pytest.raises(DataError, match=r"d.jsonl:1: cannot tell the data format"):
         load_examples(p, "auto", {})
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("empty.jsonl", "", "holds no rows"), ("x.txt", "a", "unsupported file type"), ("arr.jsonl", "[1, 2]\n", "expected a JSON object"),
-])
-def test_unusable_files(tmp_path, name, content, message):
-    p = tmp_path / name
-    p.write_text(content)
+@pytest.mark.parametrize("name, message", [("x.txt", "unsupported file type"), ("missing.jsonl", "file not found")])
+def test_unusable_paths(tmp_path, name, message):
+    if name == "x.txt":
+        (tmp_path / name).write_text("a")
     with pytest.raises(DataError, match=message):
-        list(read_rows(p))
-    with pytest.raises(DataError, match="file not found"):
-        list(read_rows(tmp_path / "missing.jsonl"))
+        load_examples(tmp_path / name, "auto", {})

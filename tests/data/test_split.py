@@ -64,13 +64,32 @@ def test_user_given_validation_and_test_files(tmp_path):
     assert splits.counts() == {"train": 36, "validation": 18, "test": 1}
 
 
-def test_unknown_label_in_test_file_is_an_error(tmp_path):
+def test_unknown_label_in_test_file_is_set_aside_and_strict_fails(tmp_path):
     write_classification_data(tmp_path / "train.jsonl", copies=1)
     write_classification_data(tmp_path / "val.jsonl", copies=1)
-    (tmp_path / "test.jsonl").write_text('{"text": "hello", "label": "greeting"}\n')
-    cfg = Config.model_validate({"data": {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"}})
-    with pytest.raises(DataError, match="unknown label 'greeting' in the test split"):
-        prepare_splits(cfg, tmp_path)
+    (tmp_path / "test.jsonl").write_text('{"text": "hello", "label": "greeting"}\n{"text": "where is my card", "label": "card_arrival"}\n')
+    data = {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"}
+    splits = prepare_splits(Config.model_validate({"data": data}), tmp_path)
+    assert [e.prompt for e in splits.test] == ["where is my card"]
+    (r,) = splits.rejected
+    assert (r.source, r.line, r.split, r.kind) == ("test.jsonl", 1, "test", "field 'label': unknown label")
+    acc = splits.accounting()
+    assert acc["rows_read"] == acc["kept"] + acc["rejected"] + sum(acc["removed"].values()) == 38
+    with pytest.raises(DataError, match=r"data.strict is on and 1 set aside(.|\n)*test.jsonl:1: field 'label'"):
+        prepare_splits(Config.model_validate({"data": {**data, "strict": True}}), tmp_path)
+
+
+def test_accounting_adds_up_with_rejected_and_removed_rows(tmp_path):
+    p = write_classification_data(tmp_path / "data" / "train.jsonl", copies=5)
+    with p.open("a") as fh:
+        fh.write('{"text": "broken"\n{"text": "", "label": "pin_blocked"}\n')
+    splits = prepare_splits(Config.model_validate({"data": {"max_examples": 60}}), tmp_path)
+    acc = splits.accounting()
+    assert acc == {"rows_read": 92, "kept": 60, "rejected": 2, "removed": {"data.max_examples": 30},
+                   "rejected_by_reason": {"malformed JSON": 1, "field 'text': empty value": 1}, "warnings": []}
+    splits.save(tmp_path / "saved")
+    assert len((tmp_path / "saved" / "rejected.jsonl").read_text().splitlines()) == 2
+    assert Splits.load(tmp_path / "saved").accounting() == acc
 
 
 def test_classification_needs_labelled_rows(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ class Example:
         label: The class label for classification, else None.
         system: A per-example system message overriding the task's, if any.
         meta: Any other fields of the row, kept for reports and slicing.
+        source: Name of the file the row came from.
+        line: Its line (or item) number there.
     """
 
     id: str
@@ -27,6 +30,8 @@ class Example:
     label: str | None = None
     system: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    line: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
@@ -45,3 +50,37 @@ def examples_hash(examples: list[Example]) -> str:
         h.update(json.dumps(ex.to_dict(), sort_keys=True, ensure_ascii=False).encode())
         h.update(b"\n")
     return h.hexdigest()
+
+
+def _reason_kind(reason: str) -> str:
+    """The reason without its particulars, for counting: ``malformed JSON``, ``field 'label': empty value``."""
+    m = re.match(r"(field '[^']*': [^'(:]*)", reason)
+    return (m.group(1) if m else reason.split(":", 1)[0]).strip()
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row set aside, with why.
+
+    Attributes:
+        source: The file.
+        line: The line (or item) number in it.
+        reason: What is wrong, naming the field where one is at fault.
+        raw: The row's raw text (possibly cut).
+        split: Which input it was read for: train, validation or test.
+    """
+
+    source: str
+    line: int
+    reason: str
+    raw: str
+    split: str = "train"
+
+    @property
+    def kind(self) -> str:
+        """The reason without particulars, for counts by reason."""
+        return _reason_kind(self.reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict, the reason's kind included."""
+        return {**asdict(self), "kind": self.kind}

@@ -113,4 +113,5 @@ def row_to_example(fmt: DataFormat, row: dict[str, Any], columns: dict[str, str]
     used = {columns.get(n, n) for n in fmt.required + fmt.optional}
     meta = {k: v for k, v in row.items() if k not in used and k != "id"}
     ex_id = str(row["id"]) if row.get("id") is not None else f"{getattr(path, 'name', path)}:{line}"
-    return Example(id=ex_id, prompt=prompt, target=target, label=label, system=fields.get("system"), meta=meta)
+    return Example(id=ex_id, prompt=prompt, target=target, label=label, system=fields.get("system"), meta=meta,
+                   source=getattr(path, "name", str(path)), line=line)

@@ -1,86 +1,193 @@
-"""Reading rows from JSONL, JSON-array and CSV/TSV files, with line numbers for every error."""
+"""Reading records from data files without losing any: every line read is a row or a set-aside reason.
+
+Supported: JSONL, JSON arrays, CSV/TSV, each optionally gzipped (``.jsonl.gz``), and folders
+of such files. A line that cannot be parsed (malformed JSON, invalid UTF-8, a line over the
+size limit, a non-object) becomes a :class:`Record` with an ``error`` instead of stopping
+the run; only problems with a whole file (missing, unsupported type) raise.
+"""
 
 from __future__ import annotations
 
+import codecs
 import csv
+import gzip
+import io
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tunesmith.errors import DataError
 
+#: Lines longer than this are set aside unparsed (a runaway line would otherwise fill memory).
+MAX_LINE_BYTES = 4 * 1024 * 1024
+#: How much of a set-aside line's raw text is kept in ``rejected.jsonl``.
+MAX_RAW_CHARS = 20_000
 
-def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, row)`` for every row of a data file.
+_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv")
 
-    Line numbers are 1-based physical lines for JSONL and the record's first line for CSV.
 
-    Args:
-        path: A ``.jsonl``, ``.json`` (array of objects), ``.csv`` or ``.tsv`` file.
+@dataclass(frozen=True)
+class Record:
+    """One row of a data file, or the reason it could not be read.
+
+    Attributes:
+        source: The file it came from.
+        line: 1-based line (JSONL, CSV record start) or item number (JSON array).
+        row: The parsed row, or None when ``error`` is set.
+        raw: The raw text (cut to ``MAX_RAW_CHARS``), kept for set-aside rows.
+        error: Why the row could not be read, or None.
+    """
+
+    source: Path
+    line: int
+    row: dict[str, Any] | None
+    raw: str = ""
+    error: str | None = None
+
+
+def _kind(path: Path) -> tuple[str, bool]:
+    name = path.name.lower()
+    gz = name.endswith(".gz")
+    if gz:
+        name = name[:-3]
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix):
+            return suffix, gz
+    raise DataError(f"unsupported file type (use {', '.join(_SUFFIXES)}, optionally .gz)", path=path)
+
+
+def data_files(path: Path) -> list[Path]:
+    """The data files at ``path``: the file itself, or the supported files in a folder, sorted.
 
     Raises:
-        DataError: The file is missing, empty, of an unknown type, or a row is malformed.
+        DataError: Nothing there, or a folder with no supported files.
     """
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                       and p.name.lower().removesuffix(".gz").endswith(_SUFFIXES))
+        if not files:
+            raise DataError(f"the folder holds no data files ({', '.join(_SUFFIXES)})", path=path)
+        return files
     if not path.is_file():
         raise DataError("file not found", path=path)
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        yield from _read_jsonl(path)
-    elif suffix == ".json":
-        yield from _read_json_array(path)
-    elif suffix in (".csv", ".tsv"):
-        yield from _read_csv(path, "\t" if suffix == ".tsv" else ",")
-    else:
-        raise DataError(f"unsupported file type '{suffix}' (use .jsonl, .json, .csv or .tsv)", path=path)
+    _kind(path)
+    return [path]
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    seen = False
-    with path.open(encoding="utf-8-sig", newline=None) as fh:
-        for no, text in enumerate(fh, start=1):
+def _open_binary(path: Path, gz: bool) -> IO[bytes]:
+    return gzip.open(path, "rb") if gz else path.open("rb")
+
+
+def read_records(path: Path) -> Iterator[Record]:
+    """Yield a :class:`Record` for every row of one data file, good or bad.
+
+    Args:
+        path: A data file.
+
+    Raises:
+        DataError: The file is missing, of an unsupported type, or not valid gzip.
+    """
+    suffix, gz = _kind(path)
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    try:
+        if suffix in (".jsonl", ".ndjson"):
+            yield from _read_jsonl(path, gz)
+        elif suffix == ".json":
+            yield from _read_json_array(path, gz)
+        else:
+            yield from _read_csv(path, gz, "\t" if suffix == ".tsv" else ",")
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"cannot read the file: {exc}", path=path) from exc
+
+
+def _decode(raw: bytes, first: bool) -> tuple[str | None, str | None]:
+    if first and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        return raw.decode("utf-8").rstrip("\r\n"), None
+    except UnicodeDecodeError as exc:
+        return None, f"invalid UTF-8: bad byte at offset {exc.start}"
+
+
+def _read_jsonl(path: Path, gz: bool) -> Iterator[Record]:
+    with _open_binary(path, gz) as fh:
+        for no, raw in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""), start=1):
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                size = len(raw) + _skip_line(fh)
+                yield Record(path, no, None, raw[:MAX_RAW_CHARS].decode("utf-8", "replace"),
+                             f"line too long: {size:,} bytes, over the {MAX_LINE_BYTES:,}-byte limit")
+                continue
+            text, err = _decode(raw, no == 1)
+            if err:
+                yield Record(path, no, None, raw[:MAX_RAW_CHARS].decode("utf-8", "replace"), err)
+                continue
             if not text.strip():
                 continue
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise DataError(f"malformed JSON: {exc.msg} at column {exc.colno}", path=path, line=no) from None
+                yield Record(path, no, None, text[:MAX_RAW_CHARS], f"malformed JSON: {exc.msg} at column {exc.colno}")
+                continue
             if not isinstance(row, dict):
-                raise DataError(f"expected a JSON object, got {type(row).__name__}", path=path, line=no)
-            seen = True
-            yield no, row
-    if not seen:
-        raise DataError("the file holds no rows", path=path)
+                yield Record(path, no, None, text[:MAX_RAW_CHARS], f"not a JSON object: got {type(row).__name__}")
+                continue
+            yield Record(path, no, row, text[:MAX_RAW_CHARS])
 
 
-def _read_json_array(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _skip_line(fh: IO[bytes]) -> int:
+    """Read to the end of an over-long line without keeping it; return the bytes skipped."""
+    skipped = 0
+    while True:
+        chunk = fh.readline(MAX_LINE_BYTES)
+        skipped += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return skipped
+
+
+def _read_json_array(path: Path, gz: bool) -> Iterator[Record]:
+    with _open_binary(path, gz) as fh:
+        data = fh.read()
+    text, err = _decode(data, True)
+    if err:
+        raise DataError(f"the file is not UTF-8 ({err})", path=path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        items = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"malformed JSON: {exc.msg} at column {exc.colno}", path=path, line=exc.lineno) from None
-    if not isinstance(data, list) or not data:
-        raise DataError("expected a non-empty JSON array of objects", path=path)
-    for i, row in enumerate(data, start=1):
-        if not isinstance(row, dict):
-            raise DataError(f"item {i}: expected a JSON object, got {type(row).__name__}", path=path)
-        yield i, row
+    if not isinstance(items, list):
+        raise DataError("expected a JSON array of objects", path=path)
+    for i, row in enumerate(items, start=1):
+        raw = json.dumps(row, ensure_ascii=False)[:MAX_RAW_CHARS]
+        if isinstance(row, dict):
+            yield Record(path, i, row, raw)
+        else:
+            yield Record(path, i, None, raw, f"not a JSON object: item {i} is {type(row).__name__}")
 
 
-def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        if not reader.fieldnames:
-            raise DataError("the file has no header row", path=path)
-        seen = False
+def _read_csv(path: Path, gz: bool, delimiter: str) -> Iterator[Record]:
+    with _open_binary(path, gz) as bfh:
+        data = bfh.read()
+    text, err = _decode(data, True)
+    if err:
+        # Decode what can be decoded; rows holding the bad bytes are set aside below.
+        text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8", "replace")
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    if not reader.fieldnames:
+        return
+    width = len(reader.fieldnames)
+    start = reader.line_num + 1
+    for row in reader:
+        raw = delimiter.join(str(v) for v in row.values() if not isinstance(v, list))[:MAX_RAW_CHARS]
+        if None in row:
+            yield Record(path, start, None, raw, f"wrong number of values: more than the {width} header columns")
+        elif any(v is None for v in row.values()):
+            missing = next(k for k, v in row.items() if v is None)
+            yield Record(path, start, None, raw, f"wrong number of values: fewer than the {width} header columns (no '{missing}')")
+        elif "\ufffd" in raw and err:
+            yield Record(path, start, None, raw, "invalid UTF-8: undecodable bytes in the row")
+        else:
+            yield Record(path, start, dict(row), raw)
         start = reader.line_num + 1
-        for row in reader:
-            if None in row:
-                raise DataError(f"more values than the {len(reader.fieldnames)} header columns", path=path, line=start)
-            missing = [k for k, v in row.items() if v is None]
-            if missing:
-                raise DataError("fewer values than header columns", path=path, line=start, field=missing[0])
-            seen = True
-            yield start, dict(row)
-            start = reader.line_num + 1
-    if not seen:
-        raise DataError("the file holds no rows", path=path)

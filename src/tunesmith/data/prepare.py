@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.config import Config, resolve_path
-from tunesmith.data.examples import Example, examples_hash
+from tunesmith.data.examples import Example, Rejected, examples_hash
 from tunesmith.data.formats import FORMATS, detect_format, row_to_example
-from tunesmith.data.io import read_rows
+from tunesmith.data.io import data_files, read_records
 from tunesmith.data.split import split_examples
 from tunesmith.errors import DataError
 
@@ -38,6 +38,10 @@ class Splits:
         labels: The label set (classification), else None.
         system_prompt: The task's system message with {labels} expanded, or None.
         sources: Each input file with its SHA-256.
+        rejected: Rows set aside, each with its reason.
+        rows_read: Every row read from the inputs.
+        removed: Rows dropped on purpose, by the rule that dropped them.
+        warnings: File-level notes, such as an empty file.
     """
 
     train: list[Example]
@@ -47,6 +51,17 @@ class Splits:
     labels: list[str] | None = None
     system_prompt: str | None = None
     sources: list[dict[str, str]] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    rows_read: int = 0
+    removed: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def accounting(self) -> dict[str, Any]:
+        """Where every row read went: ``rows_read == kept + set aside + removed``."""
+        kept = len(self.train) + len(self.validation) + len(self.test)
+        return {"rows_read": self.rows_read, "kept": kept, "rejected": len(self.rejected),
+                "rejected_by_reason": dict(Counter(r.kind for r in self.rejected).most_common()),
+                "removed": dict(self.removed), "warnings": list(self.warnings)}
 
     def manifest(self) -> dict[str, Any]:
         """Counts, hashes and label distribution of each split."""
@@ -58,6 +73,7 @@ class Splits:
             out["splits"][name] = entry
         out["labels"] = self.labels
         out["system_prompt"] = self.system_prompt
+        out["accounting"] = self.accounting()
         return out
 
     def counts(self) -> dict[str, int]:
@@ -71,6 +87,9 @@ class Splits:
             with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
                 for ex in part:
                     fh.write(json.dumps(ex.to_dict(), ensure_ascii=False) + "\n")
+        with (folder / "rejected.jsonl").open("w", encoding="utf-8") as fh:
+            for r in self.rejected:
+                fh.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
         (folder / "manifest.json").write_text(json.dumps(self.manifest(), indent=2, ensure_ascii=False))
 
     @classmethod
@@ -88,8 +107,17 @@ class Splits:
         for name in ("train", "validation", "test"):
             with (folder / f"{name}.jsonl").open(encoding="utf-8") as fh:
                 parts[name] = [Example.from_dict(json.loads(line)) for line in fh if line.strip()]
+        rejected = []
+        if (folder / "rejected.jsonl").is_file():
+            with (folder / "rejected.jsonl").open(encoding="utf-8") as fh:
+                for line in fh:
+                    d = json.loads(line)
+                    d.pop("kind", None)
+                    rejected.append(Rejected(**d))
+        acc = manifest.get("accounting", {})
         return cls(parts["train"], parts["validation"], parts["test"], manifest["format"],
-                   manifest.get("labels"), manifest.get("system_prompt"), manifest.get("sources", []))
+                   manifest.get("labels"), manifest.get("system_prompt"), manifest.get("sources", []),
+                   rejected, acc.get("rows_read", 0), acc.get("removed", {}), acc.get("warnings", []))
 
 
 def _sha256(path: Path) -> str:
@@ -100,32 +128,75 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_examples(path: Path, fmt_name: str, columns: dict[str, str]) -> tuple[list[Example], str]:
-    """Read one data file into examples.
+@dataclass
+class Loaded:
+    """What reading one configured input (file or folder) produced.
+
+    Attributes:
+        examples: The usable rows as examples.
+        rejected: The rows set aside, each with its reason.
+        format: The data format used.
+        rows_read: Every row read (``len(examples) + len(rejected)``).
+        sources: Each file read with its SHA-256.
+        warnings: File-level notes (an empty file, say).
+    """
+
+    examples: list[Example]
+    rejected: list[Rejected]
+    format: str
+    rows_read: int
+    sources: list[dict[str, str]]
+    warnings: list[str]
+
+
+def load_examples(path: Path, fmt_name: str, columns: dict[str, str], role: str = "train") -> Loaded:
+    """Read a data file or folder into examples, setting aside the rows that cannot be used.
 
     Args:
-        path: The data file.
-        fmt_name: A registered format, or ``auto``.
+        path: A data file or a folder of data files.
+        fmt_name: A registered format, or ``auto`` (detected from the first usable row).
         columns: Format field -> column name mapping.
+        role: Which input this is (train, validation, test), recorded on set-aside rows.
 
     Returns:
-        The examples and the format that was used.
+        Examples, set-aside rows and counts; ``rows_read`` equals kept plus set aside.
 
     Raises:
-        DataError: The file or one of its rows is invalid (file, line and field named).
+        DataError: A file cannot be read at all, or no row fits any known format.
     """
-    examples: list[Example] = []
-    fmt = None
-    for line, row in read_rows(path):
-        if fmt is None:
-            try:
-                name = detect_format(set(row), columns) if fmt_name == "auto" else fmt_name
-            except DataError as exc:
-                raise DataError(str(exc), path=path, line=line) from None
-            fmt = FORMATS[name]
-        examples.append(row_to_example(fmt, row, columns, path=path, line=line))
-    assert fmt is not None  # read_rows raises on empty files
-    return examples, fmt.name
+    records, sources, warnings = [], [], []
+    for file in data_files(path):
+        sources.append({"path": str(file), "sha256": _sha256(file)})
+        before = len(records)
+        records.extend(read_records(file))
+        if len(records) == before:
+            warnings.append(f"{file}: the file holds no rows")
+    rejected = [Rejected(str(r.source), r.line, r.error, r.raw, role) for r in records if r.error]
+    good = [r for r in records if r.error is None]
+    if fmt_name == "auto":
+        fmt_name = _detect(good, columns, path)
+    fmt = FORMATS[fmt_name]
+    examples = []
+    for r in good:
+        try:
+            examples.append(row_to_example(fmt, r.row, columns, path=r.source, line=r.line))
+        except DataError as exc:
+            rejected.append(Rejected(str(r.source), r.line, exc.reason, r.raw, role))
+    rejected.sort(key=lambda x: (x.source, x.line))
+    return Loaded(examples, rejected, fmt_name, len(records), sources, warnings)
+
+
+def _detect(records: list[Any], columns: dict[str, str], path: Path) -> str:
+    """The format of the first row whose fields fit exactly one format."""
+    first_error: DataError | None = None
+    for r in records[:100]:
+        try:
+            return detect_format(set(r.row), columns)
+        except DataError as exc:
+            first_error = first_error or DataError(str(exc), path=r.source, line=r.line)
+    if first_error is None:
+        raise DataError("no readable rows", path=path)
+    raise first_error
 
 
 def render_system_prompt(template: str | None, labels: list[str] | None) -> str | None:
@@ -151,37 +222,61 @@ def prepare_splits(cfg: Config, base_dir: Path) -> Splits:
     d = cfg.data
     task = cfg.objective.task
     train_path = resolve_path(base_dir, d.train)
-    train, fmt_name = load_examples(train_path, d.format, d.columns)
-    sources = [{"path": str(train_path), "sha256": _sha256(train_path)}]
-    if task == "classification" and any(ex.label is None for ex in train[:1]):
+    loaded = [load_examples(train_path, d.format, d.columns, "train")]
+    fmt_name = loaded[0].format
+    train = loaded[0].examples
+    if task == "classification" and FORMATS[fmt_name].required != ("text", "label"):
         raise DataError(f"task 'classification' needs labelled rows, but the data is in '{fmt_name}' format "
                         "(expected fields text and label)", path=train_path)
+    removed: dict[str, int] = {}
     if d.max_examples is not None and len(train) > d.max_examples:
         rng = random.Random(cfg.project.seed)
         keep = sorted(rng.sample(range(len(train)), d.max_examples))
+        removed["data.max_examples"] = len(train) - d.max_examples
         train = [train[i] for i in keep]
 
     if d.validation is not None and d.test is not None:
-        val_path, test_path = resolve_path(base_dir, d.validation), resolve_path(base_dir, d.test)
-        validation, _ = load_examples(val_path, fmt_name, d.columns)
-        test, _ = load_examples(test_path, fmt_name, d.columns)
-        sources += [{"path": str(p), "sha256": _sha256(p)} for p in (val_path, test_path)]
+        val = load_examples(resolve_path(base_dir, d.validation), fmt_name, d.columns, "validation")
+        tst = load_examples(resolve_path(base_dir, d.test), fmt_name, d.columns, "test")
+        loaded += [val, tst]
+        validation, test = val.examples, tst.examples
     else:
         fr = (d.split.train, d.split.validation, d.split.test)
         train, validation, test = split_examples(train, fr, cfg.project.seed, stratify=task == "classification")
+    rejected = [r for part in loaded for r in part.rejected]
 
     labels: list[str] | None = None
     if task == "classification":
         labels = list(d.labels) if d.labels else sorted({ex.label for ex in train if ex.label is not None})
         known = set(labels)
+        kept = {}
         for name, part in (("train", train), ("validation", validation), ("test", test)):
-            for ex in part:
-                if ex.label not in known:
-                    raise DataError(f"unknown label {ex.label!r} in the {name} split (example {ex.id}); "
-                                    f"known labels: {', '.join(labels)}", field="label")
+            kept[name] = [ex for ex in part if ex.label in known]
+            rejected += [Rejected(ex.source, ex.line, f"field 'label': unknown label {ex.label!r} "
+                                  f"(known: {', '.join(labels)})", json.dumps(ex.to_dict(), ensure_ascii=False), name)
+                         for ex in part if ex.label not in known]
+        train, validation, test = kept["train"], kept["validation"], kept["test"]
+    if d.strict and rejected:
+        raise DataError(_strict_message(rejected))
     if not train:
-        raise DataError("the training split is empty", path=train_path)
+        raise DataError(f"no usable training rows ({_rejected_summary(rejected)})", path=train_path)
     if not test:
         raise DataError("the test split is empty: add data or raise data.split.test", path=train_path)
     template = d.system_prompt if d.system_prompt is not None else DEFAULT_SYSTEM_PROMPT[task]
-    return Splits(train, validation, test, fmt_name, labels, render_system_prompt(template, labels), sources)
+    sources = [src for part in loaded for src in part.sources]
+    return Splits(train, validation, test, fmt_name, labels, render_system_prompt(template, labels), sources,
+                  rejected=rejected, rows_read=sum(part.rows_read for part in loaded), removed=removed,
+                  warnings=[w for part in loaded for w in part.warnings])
+
+
+def _rejected_summary(rejected: list[Rejected]) -> str:
+    if not rejected:
+        return "no rows were read"
+    by_reason = Counter(r.kind for r in rejected)
+    return f"{len(rejected)} set aside: " + ", ".join(f"{n} {k}" for k, n in by_reason.most_common())
+
+
+def _strict_message(rejected: list[Rejected]) -> str:
+    lines = [f"data.strict is on and {_rejected_summary(rejected)}; the first ones:"]
+    lines += [f"  {r.source}:{r.line}: {r.reason}" for r in rejected[:5]]
+    return "\n".join(lines)

@@ -53,6 +53,14 @@ def render_markdown(report: dict[str, Any], tuned_rows: Sequence[dict[str, Any]]
               f"validation **{d['validation']}**, test **{d['test']}**."]
     if d.get("labels"):
         lines.append(f"{len(d['labels'])} labels: {', '.join(d['labels'])}.")
+    acc = d.get("accounting")
+    if acc:
+        removed = sum(acc["removed"].values())
+        lines += ["", f"Rows read **{acc['rows_read']}** = kept **{acc['kept']}** + set aside **{acc['rejected']}**"
+                  f" + removed **{removed}**" + (" (see `data/rejected.jsonl`)" if acc["rejected"] else "") + "."]
+        lines += [f"- set aside, {kind}: {n}" for kind, n in acc["rejected_by_reason"].items()]
+        lines += [f"- removed by `{rule}`: {n}" for rule, n in acc["removed"].items()]
+        lines += [f"- warning: {w}" for w in acc["warnings"]]
     t = report.get("train")
     if t:
         lines += ["", "## Training", "",
