@@ -19,6 +19,8 @@ from tunesmith.errors import DataError
         ("qa", {"question": "q?", "answer": "a", "context": "c"}, "Context: c\n\nQuestion: q?", "a", None),
         ("qa", {"question": "q?", "answer": "a"}, "q?", "a", None),
         ("document_summary", {"document": "d", "summary": "s"}, "d", "s", None),
+        ("alpaca", {"instruction": "i", "input": "x", "output": "o"}, "i\n\nx", "o", None),
+        ("alpaca", {"instruction": "i", "input": "", "output": "o"}, "i", "o", None),
     ],
 )
 def test_each_format_builds_examples(fmt, row, prompt, target, label):

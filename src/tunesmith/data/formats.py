@@ -55,6 +55,9 @@ def _qa_prompt(f: dict[str, str]) -> str:
 register_format(DataFormat("text_label", ("text", "label"), (), lambda f: (f["text"], f["label"], f["label"]), ("classification",)))
 register_format(DataFormat("prompt_response", ("prompt", "response"), ("system",), lambda f: (f["prompt"], f["response"], None), ("generation",)))
 register_format(DataFormat("qa", ("question", "answer"), ("context",), lambda f: (_qa_prompt(f), f["answer"], None), ("qa",)))
+register_format(DataFormat("alpaca", ("instruction", "output"), ("input",),
+                            lambda f: (f"{f['instruction']}\n\n{f['input']}" if f.get("input") else f["instruction"],
+                                       f["output"], None), ("generation",)))
 register_format(DataFormat("document_summary", ("document", "summary"), (), lambda f: (f["document"], f["summary"], None), ("summarization",)))
 
 
