@@ -87,3 +87,22 @@ def test_every_task_runs_end_to_end(tmp_path, tiny_model_dir, task, metric):
     assert {"rouge1", "rouge2", "rougeL", "bleu"} <= set(report["tuned"]["metrics"]) or task == "qa"
     assert {"exact_match", "token_f1"} <= set(report["tuned"]["metrics"]) or task != "qa"
     assert report["verdict"] in ("met", "not met")
+
+
+def test_multi_turn_chat_data_trains_and_evaluates(tmp_path, tiny_model_dir):
+    rows = []
+    for i in range(30):
+        rows.append({"messages": [{"role": "user", "content": f"Hi, I am customer {i}."},
+                                  {"role": "assistant", "content": "Hello! How can I help?"},
+                                  {"role": "user", "content": "Where is my card?"},
+                                  {"role": "assistant", "content": f"Your card {i} is on its way."}]})
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "tunesmith.yaml").write_text("objective: {task: generation}\n")
+    cfg, base = load_config(tmp_path / "tunesmith.yaml", [ f"model.base={tiny_model_dir}", "train.max_steps=2",
+                                   "train.batch_size=4", "eval.max_new_tokens=4"])
+    run = run_pipeline(cfg, base)
+    report = json.loads(run.report_json.read_text())
+    assert report["data"]["format"] == "messages" and report["data"]["test"] == 3
+    tuned = [json.loads(line) for line in (run.predictions / "tuned.jsonl").read_text().splitlines()]
+    assert tuned[0]["input"] == "Where is my card?" and tuned[0]["reference"].startswith("Your card")

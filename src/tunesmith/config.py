@@ -86,7 +86,7 @@ class DataConfig(_Section):
     """Optional validation file; when set with ``test``, no split is made."""
     test: Path | None = None
     """Optional test file; when set with ``validation``, no split is made."""
-    format: Literal["auto", "text_label", "prompt_response", "qa", "alpaca", "document_summary"] = "auto"
+    format: Literal["auto", "text_label", "prompt_response", "qa", "alpaca", "messages", "sharegpt", "document_summary"] = "auto"
     """Row format; ``auto`` detects it from the fields of the first row."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Maps a format's field names to your column names, e.g. {text: utterance, label: intent}."""

@@ -32,3 +32,27 @@ def test_long_examples_are_cut_from_the_left_keeping_the_answer(tiny_tokenizer):
     assert len(enc.input_ids) == 64 and enc.truncated
     n_label = enc.n_completion
     assert tiny_tokenizer.decode(enc.input_ids[-n_label:]) == "pin_blocked<|im_end|>\n"
+
+
+CONVERSATION = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                {"role": "user", "content": "Where is my card?"}, {"role": "assistant", "content": "card_arrival"}]
+
+
+def test_multi_turn_puts_loss_on_every_assistant_turn(tiny_tokenizer):
+    ex = Example(id="c", prompt="Where is my card?", target="card_arrival", turns=CONVERSATION)
+    enc = encode_example(tiny_tokenizer, ex, "Be brief.", max_len=512)
+    spans, current = [], []
+    for tok, lab in zip(enc.input_ids, enc.labels):
+        if lab != IGNORE_INDEX:
+            current.append(tok)
+        elif current:
+            spans.append(current)
+            current = []
+    if current:
+        spans.append(current)
+    assert [tiny_tokenizer.decode(sp) for sp in spans] == ["Hello!<|im_end|>\n", "card_arrival<|im_end|>\n"]
+    full = tiny_tokenizer.apply_chat_template([{"role": "system", "content": "Be brief."}, *CONVERSATION], tokenize=False)
+    assert tiny_tokenizer.decode(enc.input_ids) == full
+    # evaluation generates the last answer from everything before it
+    prompt = render_prompt_text(tiny_tokenizer, ex, "Be brief.")
+    assert prompt.endswith("Where is my card?<|im_end|>\n<|im_start|>assistant\n") and "Hello!" in prompt

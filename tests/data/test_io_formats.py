@@ -29,6 +29,33 @@ def test_each_format_builds_examples(fmt, row, prompt, target, label):
     assert (ex.prompt, ex.target, ex.label, ex.id) == (prompt, target, label, "f.jsonl:3")
 
 
+@pytest.mark.parametrize("fmt, row", [
+    ("messages", {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "a"},
+                               {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"},
+                               {"role": "assistant", "content": "d"}]}),
+    ("sharegpt", {"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "a"},
+                                    {"from": "gpt", "value": "b"}, {"from": "human", "value": "c"},
+                                    {"from": "gpt", "value": "d"}]}),
+])
+def test_chat_formats_keep_every_turn(fmt, row):
+    assert detect_format(set(row), {}) == fmt
+    ex = row_to_example(FORMATS[fmt], row, {}, path="f.jsonl", line=1)
+    assert (ex.prompt, ex.target, ex.system) == ("c", "d", "S")
+    assert [t["role"] for t in ex.turns] == ["user", "assistant", "user", "assistant"]
+
+
+@pytest.mark.parametrize("turns, message", [
+    ("hello", "expected a non-empty list of turns"),
+    ([{"role": "robot", "content": "x"}], "turn 1: unknown role 'robot'"),
+    ([{"role": "user", "content": ""}], "turn 1: 'content' must be a non-empty string"),
+    ([{"role": "user", "content": "a"}], "must end with a user turn answered by an assistant turn"),
+])
+def test_bad_conversations_name_the_turn(turns, message):
+    with pytest.raises(DataError, match=message) as err:
+        row_to_example(FORMATS["messages"], {"messages": turns}, {}, path="f.jsonl", line=7)
+    assert "f.jsonl:7: field 'messages'" in str(err.value)
+
+
 def test_column_mapping():
     row = {"utterance": "hello", "intent": "greet", "extra": 1}
     assert detect_format(set(row), {"text": "utterance", "label": "intent"}) == "text_label"

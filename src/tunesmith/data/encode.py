@@ -30,12 +30,18 @@ class Encoded:
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
 
 
-def messages_for(example: Example, system_prompt: str | None) -> list[dict[str, str]]:
-    """The chat messages (without the answer) for an example."""
+def _conversation(example: Example, system_prompt: str | None) -> list[dict[str, str]]:
+    """Every message of the example, the final answer included."""
     system = example.system if example.system is not None else system_prompt
     msgs = [{"role": "system", "content": system}] if system else []
-    msgs.append({"role": "user", "content": example.prompt})
-    return msgs
+    if example.turns:
+        return msgs + [dict(t) for t in example.turns]
+    return msgs + [{"role": "user", "content": example.prompt}, {"role": "assistant", "content": example.target}]
+
+
+def messages_for(example: Example, system_prompt: str | None) -> list[dict[str, str]]:
+    """The chat messages up to (not including) the final answer."""
+    return _conversation(example, system_prompt)[:-1]
 
 
 def render_prompt_text(tokenizer: Any, example: Example, system_prompt: str | None) -> str:
@@ -75,6 +81,10 @@ def encode_example(tokenizer: Any, example: Example, system_prompt: str | None, 
     Returns:
         The encoded example.
     """
+    if example.turns:
+        multi = _encode_turns(tokenizer, _conversation(example, system_prompt), max_len)
+        if multi is not None:
+            return multi
     prompt_ids = tokenizer(render_prompt_text(tokenizer, example, system_prompt), add_special_tokens=False)["input_ids"]
     comp_ids = tokenizer(render_completion_text(tokenizer, example, system_prompt), add_special_tokens=False)["input_ids"]
     truncated = False
@@ -83,3 +93,30 @@ def encode_example(tokenizer: Any, example: Example, system_prompt: str | None, 
         comp_ids = comp_ids[: max(1, max_len - min(len(prompt_ids), max_len // 2))]
         prompt_ids = prompt_ids[-(max_len - len(comp_ids)):]
     return Encoded(prompt_ids + comp_ids, [IGNORE_INDEX] * len(prompt_ids) + list(comp_ids), truncated)
+
+
+def _encode_turns(tokenizer: Any, conversation: list[dict[str, str]], max_len: int) -> Encoded | None:
+    """Encode a multi-turn conversation with labels on every assistant turn.
+
+    The conversation is rendered turn by turn; each assistant answer is the text its
+    rendering adds after the generation prompt. Returns None when the template does not
+    render conversations as growing prefixes (the caller then labels the last answer only).
+    Longer conversations keep their last ``max_len`` tokens.
+    """
+    ids: list[int] = []
+    labels: list[int] = []
+    done = ""
+    for i, msg in enumerate(conversation):
+        if msg["role"] != "assistant":
+            continue
+        prompt = tokenizer.apply_chat_template(conversation[:i], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(conversation[: i + 1], tokenize=False)
+        if not prompt.startswith(done) or not full.startswith(prompt):
+            return None
+        context = tokenizer(prompt[len(done):], add_special_tokens=False)["input_ids"]
+        answer = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+        ids += context + answer
+        labels += [IGNORE_INDEX] * len(context) + answer
+        done = full
+    truncated = len(ids) > max_len
+    return Encoded(ids[-max_len:], labels[-max_len:], truncated)

@@ -22,6 +22,8 @@ class Example:
         meta: Any other fields of the row, kept for reports and slicing.
         source: Name of the file the row came from.
         line: Its line (or item) number there.
+        turns: For multi-turn conversations, every user/assistant turn (the last two are
+            ``prompt`` and ``target``); None for single-turn examples.
     """
 
     id: str
@@ -32,6 +34,7 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     line: int = 0
+    turns: list[dict[str, str]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""

@@ -23,6 +23,8 @@ class DataFormat:
         optional: Fields used when present.
         build: Turns the mapped fields of a valid row into (prompt, target, label).
         tasks: Tasks this format is natural for; used only to order auto-detection.
+        conversation: For chat formats, the (role key, content key, role map) of the turns held
+            in the single required field; None for flat formats.
     """
 
     name: str
@@ -30,6 +32,7 @@ class DataFormat:
     optional: tuple[str, ...]
     build: Callable[[dict[str, str]], tuple[str, str, str | None]]
     tasks: tuple[str, ...]
+    conversation: tuple[str, str, dict[str, str]] | None = None
 
 
 FORMATS: dict[str, DataFormat] = {}
@@ -58,6 +61,12 @@ register_format(DataFormat("qa", ("question", "answer"), ("context",), lambda f:
 register_format(DataFormat("alpaca", ("instruction", "output"), ("input",),
                             lambda f: (f"{f['instruction']}\n\n{f['input']}" if f.get("input") else f["instruction"],
                                        f["output"], None), ("generation",)))
+_last_turns = lambda f: (f["prompt"], f["target"], None)  # noqa: E731 - conversations are built in _conversation
+register_format(DataFormat("messages", ("messages",), (), _last_turns, ("generation",),
+                           ("role", "content", {"system": "system", "user": "user", "assistant": "assistant"})))
+register_format(DataFormat("sharegpt", ("conversations",), (), _last_turns, ("generation",),
+                           ("from", "value", {"system": "system", "human": "user", "user": "user",
+                                              "gpt": "assistant", "assistant": "assistant"})))
 register_format(DataFormat("document_summary", ("document", "summary"), (), lambda f: (f["document"], f["summary"], None), ("summarization",)))
 
 
@@ -97,6 +106,8 @@ def row_to_example(fmt: DataFormat, row: dict[str, Any], columns: dict[str, str]
     Raises:
         DataError: A required field is missing, empty or not a string (naming file, line and field).
     """
+    if fmt.conversation is not None:
+        return _conversation_example(fmt, row, columns, path=path, line=line)
     fields: dict[str, str] = {}
     for name in fmt.required + fmt.optional:
         col = columns.get(name, name)
@@ -118,3 +129,46 @@ def row_to_example(fmt: DataFormat, row: dict[str, Any], columns: dict[str, str]
     ex_id = str(row["id"]) if row.get("id") is not None else f"{getattr(path, 'name', path)}:{line}"
     return Example(id=ex_id, prompt=prompt, target=target, label=label, system=fields.get("system"), meta=meta,
                    source=getattr(path, "name", str(path)), line=line)
+
+
+def _conversation_example(fmt: DataFormat, row: dict[str, Any], columns: dict[str, str], *, path: object,
+                          line: int) -> Example:
+    """Validate a chat row (OpenAI ``messages`` or ShareGPT ``conversations``) and build its Example.
+
+    The Example's prompt and target are the last user and assistant turns; ``turns`` keeps the
+    whole conversation so that training puts loss on every assistant turn.
+
+    Raises:
+        DataError: The turns are not a list, a turn has an unknown role or empty content, or the
+            conversation does not end with an assistant answer to a user turn.
+    """
+    assert fmt.conversation is not None
+    role_key, content_key, roles = fmt.conversation
+    col = columns.get(fmt.required[0], fmt.required[0])
+    value = row.get(col)
+    if value is None:
+        raise DataError("missing required field", path=path, line=line, field=col)
+    if not isinstance(value, list) or not value:
+        raise DataError("expected a non-empty list of turns", path=path, line=line, field=col)
+    turns: list[dict[str, str]] = []
+    for i, turn in enumerate(value, start=1):
+        if not isinstance(turn, dict):
+            raise DataError(f"turn {i}: expected an object, got {type(turn).__name__}", path=path, line=line, field=col)
+        role = roles.get(str(turn.get(role_key, "")).lower())
+        if role is None:
+            raise DataError(f"turn {i}: unknown {role_key} {turn.get(role_key)!r} (expected one of {', '.join(roles)})",
+                            path=path, line=line, field=col)
+        content = turn.get(content_key)
+        if not isinstance(content, str) or not content.strip():
+            raise DataError(f"turn {i}: '{content_key}' must be a non-empty string", path=path, line=line, field=col)
+        turns.append({"role": role, "content": content.strip()})
+    system = turns[0]["content"] if turns[0]["role"] == "system" else None
+    dialogue = turns[1:] if system is not None else turns
+    if len(dialogue) < 2 or dialogue[-1]["role"] != "assistant" or dialogue[-2]["role"] != "user":
+        raise DataError("the conversation must end with a user turn answered by an assistant turn",
+                        path=path, line=line, field=col)
+    meta = {k: v for k, v in row.items() if k not in (col, "id")}
+    ex_id = str(row["id"]) if row.get("id") is not None else f"{getattr(path, 'name', path)}:{line}"
+    return Example(id=ex_id, prompt=dialogue[-2]["content"], target=dialogue[-1]["content"], system=system,
+                   meta=meta, source=getattr(path, "name", str(path)), line=line,
+                   turns=dialogue if len(dialogue) > 2 else None)
