@@ -81,7 +81,7 @@ class DataConfig(_Section):
     """The examples and how to read them."""
 
     train: Path = Path("data/train.jsonl")
-    """Training data: a file (JSONL, JSON array, CSV/TSV, optionally .gz) or a folder of them; split 80/10/10 unless validation and test are given."""
+    """Training data: a file (JSONL, JSON array, CSV/TSV, optionally .gz, Parquet) or a folder of them; split 80/10/10 unless validation and test are given."""
     validation: Path | None = None
     """Optional validation file; when set with ``test``, no split is made."""
     test: Path | None = None

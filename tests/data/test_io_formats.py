@@ -3,6 +3,8 @@
 import gzip
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tunesmith.data.formats import FORMATS, detect_format, row_to_example
@@ -115,10 +117,11 @@ def test_csv_tsv_gzip_json_array_and_folders(tmp_path):
         fh.write("text\tlabel\nhi\tgreet\n")
     (tmp_path / "folder" / "b.json").write_text(json.dumps([{"text": "yo", "label": "greet"}, 5]))
     (tmp_path / "folder" / "empty.jsonl").write_text("")
+    pq.write_table(pa.table({"text": ["pq row"], "label": ["greet"], "extra": [1]}), tmp_path / "folder" / "c.parquet")
     folder = load_examples(tmp_path / "folder", "auto", {})
-    assert sorted(e.prompt for e in folder.examples) == ["hi", "yo"]
+    assert sorted(e.prompt for e in folder.examples) == ["hi", "pq row", "yo"]
     assert [r.kind for r in folder.rejected] == ["not a JSON object"]
-    assert len(folder.sources) == 3 and any("holds no rows" in w for w in folder.warnings)
+    assert len(folder.sources) == 4 and any("holds no rows" in w for w in folder.warnings)
 
 
 def test_undetectable_file_is_an_error_naming_the_first_row(tmp_path):

@@ -1,7 +1,7 @@
 """Reading records from data files without losing any: every line read is a row or a set-aside reason.
 
-Supported: JSONL, JSON arrays, CSV/TSV, each optionally gzipped (``.jsonl.gz``), and folders
-of such files. A line that cannot be parsed (malformed JSON, invalid UTF-8, a line over the
+Supported: JSONL, JSON arrays, CSV/TSV, each optionally gzipped (``.jsonl.gz``), Parquet, and
+folders of such files. A line that cannot be parsed (malformed JSON, invalid UTF-8, a line over the
 size limit, a non-object) becomes a :class:`Record` with an ``error`` instead of stopping
 the run; only problems with a whole file (missing, unsupported type) raise.
 """
@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from tunesmith.errors import DataError
 
 #: Lines longer than this are set aside unparsed (a runaway line would otherwise fill memory).
@@ -25,7 +28,7 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 #: How much of a set-aside line's raw text is kept in ``rejected.jsonl``.
 MAX_RAW_CHARS = 20_000
 
-_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv")
+_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,11 @@ def read_records(path: Path) -> Iterator[Record]:
             yield from _read_jsonl(path, gz)
         elif suffix == ".json":
             yield from _read_json_array(path, gz)
+        elif suffix == ".parquet":
+            yield from _read_parquet(path)
         else:
             yield from _read_csv(path, gz, "\t" if suffix == ".tsv" else ",")
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, pa.ArrowException) as exc:
         raise DataError(f"cannot read the file: {exc}", path=path) from exc
 
 
@@ -191,3 +196,12 @@ def _read_csv(path: Path, gz: bool, delimiter: str) -> Iterator[Record]:
         else:
             yield Record(path, start, dict(row), raw)
         start = reader.line_num + 1
+
+
+def _read_parquet(path: Path) -> Iterator[Record]:
+    """Rows of a Parquet file, numbered from 1, read one record batch at a time."""
+    n = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+        for row in batch.to_pylist():
+            n += 1
+            yield Record(path, n, row, json.dumps(row, ensure_ascii=False, default=str)[:MAX_RAW_CHARS])
