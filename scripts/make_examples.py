@@ -108,15 +108,29 @@ PROBLEMS = [
 ]
 
 
+OPENERS = ["Customer {name} wrote to support", "{name} opened a chat in the app", "A message came in from {name}",
+           "{name} called the help line", "In an e-mail, {name} told us"]
+CONTEXT = ["I have been waiting {days} days and I need this sorted.", "This is urgent because I travel on {day}.",
+           "My partner had the same problem last month.", "I tried the app twice before writing.",
+           "Nobody answered my first message.", "I am a customer since {year}."]
+CHECKS = ["The agent checked the account history and", "After looking at the logs, the agent",
+          "Our colleague {agent} verified the details and", "Support reviewed the case and"]
+CLOSERS = ["{name} thanked the agent and the ticket was closed.", "The case was marked as solved.",
+           "{name} said they would write again if needed.", "A satisfaction survey was sent afterwards.",
+           "The ticket stays open for 48 hours in case of follow-up."]
+
+
 def summarization_rows() -> list[dict]:
     rng = random.Random(5)
     rows = []
     for name in NAMES:
         for _, said, summary_issue, action in rng.sample(PROBLEMS, 5):
-            days = rng.choice(["two", "three", "five"])
-            doc = (f"Customer {name} wrote to support: \"Hello, {said}. I have been waiting {days} days and I need this sorted.\" "
-                   f"The agent checked the account history and {action}. "
-                   f"{name} thanked the agent and the ticket was closed.")
+            fill = {"name": name, "days": rng.choice(["two", "three", "five", "ten"]),
+                    "day": rng.choice(["Monday", "Friday", "Sunday"]), "year": rng.choice(["2019", "2021", "2023"]),
+                    "agent": rng.choice(["Sam", "Priya", "Tom", "Yuki"])}
+            context = " ".join(c.format(**fill) for c in rng.sample(CONTEXT, 2))
+            doc = (f"{rng.choice(OPENERS).format(**fill)}: \"Hello, {said}. {context}\" "
+                   f"{rng.choice(CHECKS).format(**fill)} {action}. {rng.choice(CLOSERS).format(**fill)}")
             rows.append({"document": doc, "summary": f"{name} {summary_issue}; the agent {action}."})
     rng.shuffle(rows)
     return rows

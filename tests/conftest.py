@@ -102,6 +102,7 @@ def tiny_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
     write_classification_data(tmp_path / "data" / "train.jsonl")
     (tmp_path / "tunesmith.yaml").write_text(
         "objective: {task: classification, target: 0.0}\n"
+        "data: {dedup: {near: false}}\n"  # the fixture's copies are near-duplicates by design
         f"model: {{base: '{tiny_model_dir}', max_seq_len: 96}}\n"
         "adapter: {r: 4, alpha: 8}\n"
         "train: {epochs: 1, max_steps: 3, batch_size: 8, lr: 0.01, eval_every: 2, logging_steps: 1}\n"

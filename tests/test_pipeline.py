@@ -98,7 +98,7 @@ def test_multi_turn_chat_data_trains_and_evaluates(tmp_path, tiny_model_dir):
                                   {"role": "assistant", "content": f"Your card {i} is on its way."}]})
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "tunesmith.yaml").write_text("objective: {task: generation}\n")
+    (tmp_path / "tunesmith.yaml").write_text("objective: {task: generation}\ndata: {dedup: {near: false}}\n")
     cfg, base = load_config(tmp_path / "tunesmith.yaml", [ f"model.base={tiny_model_dir}", "train.max_steps=2",
                                    "train.batch_size=4", "eval.max_new_tokens=4"])
     run = run_pipeline(cfg, base)

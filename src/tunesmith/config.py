@@ -8,6 +8,7 @@ be silently ignored. Field docstrings become the schema's descriptions.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,6 +78,51 @@ class SplitConfig(_Section):
         return self
 
 
+class CleanConfig(_Section):
+    """Text cleaning applied to prompts and answers (labels are left as they are)."""
+
+    unicode_nfc: bool = True
+    """Normalise Unicode to NFC, so that visually equal texts are equal."""
+    strip_control: bool = True
+    """Remove control and zero-width characters; turn CRLF into LF."""
+    whitespace: bool = True
+    """Collapse runs of spaces, strip lines, and keep at most one blank line."""
+    lowercase: bool = False
+    """Lower-case every text."""
+    remove_patterns: list[str] = Field(default_factory=list)
+    """Regular expressions whose matches are deleted (boilerplate such as signatures or disclaimers)."""
+    remove_citations: bool = False
+    """Delete bracketed citation markers such as [1] or [2, 3]."""
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> CleanConfig:
+        for i, pattern in enumerate(self.remove_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"remove_patterns[{i}] {pattern!r} is not a valid regular expression: {exc}") from None
+        return self
+
+
+class DedupConfig(_Section):
+    """Duplicate, conflict and leakage detection."""
+
+    exact: bool = True
+    """Remove exact duplicates (same input and answer after normalising case, punctuation and spacing)."""
+    near: bool = True
+    """Remove near-duplicates (MinHash LSH on character shingles), keeping the first occurrence."""
+    near_threshold: float = Field(0.85, gt=0, le=1)
+    """Estimated Jaccard similarity at or above which two examples count as near-duplicates."""
+    num_perm: int = Field(128, ge=16, le=1024)
+    """MinHash permutations: more is more precise and slower."""
+    shingle_chars: int = Field(5, ge=2, le=20)
+    """Length of the character shingles compared."""
+    conflicts: Literal["keep", "drop"] = "keep"
+    """Same input with different answers: keep and report them, or drop every conflicting row."""
+    leakage: Literal["remove", "report"] = "remove"
+    """Validation/test examples whose input nearly duplicates a training input: remove them, or only report."""
+
+
 class DataConfig(_Section):
     """The examples and how to read them."""
 
@@ -100,6 +146,10 @@ class DataConfig(_Section):
     """Use at most this many examples (after a seeded shuffle); None uses all."""
     split: SplitConfig = Field(default_factory=SplitConfig)
     """Split fractions when the data is split here."""
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    """Text cleaning."""
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    """Duplicates, conflicts and train/test leakage."""
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> DataConfig:

@@ -135,6 +135,10 @@ def run_pipeline(cfg: Config, base_dir: Path) -> RunPaths:
                       f"{splits.counts()}, {acc['rejected']} set aside, {sum(acc['removed'].values())} removed")
         for kind, n in acc["rejected_by_reason"].items():
             console.print(f"  set aside {n}: {kind} (see {run.data / 'rejected.jsonl'})")
+        for rule, n in acc["removed"].items():
+            console.print(f"  removed {n}: {rule} (see {run.data / 'removed.jsonl'})")
+        if acc["conflicts"]:
+            console.print(f"  {acc['conflicts']} inputs appear with different answers (conflicts)")
         for warning in acc["warnings"]:
             console.print(f"  warning: {warning}")
         with _timed(timings, "load model"):

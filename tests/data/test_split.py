@@ -11,6 +11,8 @@ from tunesmith.data.prepare import Splits, prepare_splits
 from tunesmith.data.split import split_examples
 from tunesmith.errors import DataError
 
+NO_NEAR = {"data": {"dedup": {"near": False}}}
+
 
 def make(n_per_label: dict[str, int]) -> list[Example]:
     return [Example(id=f"{lab}{i}", prompt=f"{lab} {i}", target=lab, label=lab)
@@ -43,7 +45,7 @@ def test_tiny_classes_keep_a_training_example():
 
 def test_prepare_splits_from_config(tmp_path):
     write_classification_data(tmp_path / "data" / "train.jsonl", copies=5)
-    cfg = Config()
+    cfg = Config.model_validate(NO_NEAR)  # the fixture's copies are near-duplicates by design
     splits = prepare_splits(cfg, tmp_path)
     assert splits.counts() == {"train": 72, "validation": 9, "test": 9}
     assert splits.labels == ["card_arrival", "exchange_rate", "pin_blocked"]
@@ -59,7 +61,8 @@ def test_user_given_validation_and_test_files(tmp_path):
     write_classification_data(tmp_path / "train.jsonl", copies=2)
     write_classification_data(tmp_path / "val.jsonl", copies=1)
     (tmp_path / "test.jsonl").write_text('{"text": "where is it", "label": "card_arrival"}\n')
-    cfg = Config.model_validate({"data": {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"}})
+    cfg = Config.model_validate({"data": {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl",
+                                          "dedup": {"near": False, "exact": False}}})
     splits = prepare_splits(cfg, tmp_path)
     assert splits.counts() == {"train": 36, "validation": 18, "test": 1}
 
@@ -68,7 +71,7 @@ def test_unknown_label_in_test_file_is_set_aside_and_strict_fails(tmp_path):
     write_classification_data(tmp_path / "train.jsonl", copies=1)
     write_classification_data(tmp_path / "val.jsonl", copies=1)
     (tmp_path / "test.jsonl").write_text('{"text": "hello", "label": "greeting"}\n{"text": "where is my card", "label": "card_arrival"}\n')
-    data = {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"}
+    data = {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl", "dedup": {"near": False, "leakage": "report"}}
     splits = prepare_splits(Config.model_validate({"data": data}), tmp_path)
     assert [e.prompt for e in splits.test] == ["where is my card"]
     (r,) = splits.rejected
@@ -83,10 +86,11 @@ def test_accounting_adds_up_with_rejected_and_removed_rows(tmp_path):
     p = write_classification_data(tmp_path / "data" / "train.jsonl", copies=5)
     with p.open("a") as fh:
         fh.write('{"text": "broken"\n{"text": "", "label": "pin_blocked"}\n')
-    splits = prepare_splits(Config.model_validate({"data": {"max_examples": 60}}), tmp_path)
+    splits = prepare_splits(Config.model_validate({"data": {"max_examples": 60, "dedup": {"near": False}}}), tmp_path)
     acc = splits.accounting()
     assert acc == {"rows_read": 92, "kept": 60, "rejected": 2, "removed": {"data.max_examples": 30},
-                   "rejected_by_reason": {"malformed JSON": 1, "field 'text': empty value": 1}, "warnings": []}
+                   "rejected_by_reason": {"malformed JSON": 1, "field 'text': empty value": 1}, "warnings": [],
+                   "conflicts": 0, "leakage_found": 0}
     splits.save(tmp_path / "saved")
     assert len((tmp_path / "saved" / "rejected.jsonl").read_text().splitlines()) == 2
     assert Splits.load(tmp_path / "saved").accounting() == acc

@@ -14,6 +14,7 @@ from tunesmith.config import Config, resolve_path
 from tunesmith.data.examples import Example, Rejected, examples_hash
 from tunesmith.data.formats import FORMATS, detect_format, row_to_example
 from tunesmith.data.io import data_files, read_records
+from tunesmith.data.quality import Removed, clean_example, deduplicate, remove_leakage
 from tunesmith.data.split import split_examples
 from tunesmith.errors import DataError
 
@@ -40,8 +41,10 @@ class Splits:
         sources: Each input file with its SHA-256.
         rejected: Rows set aside, each with its reason.
         rows_read: Every row read from the inputs.
-        removed: Rows dropped on purpose, by the rule that dropped them.
+        removed_rows: Rows dropped on purpose, each with the rule that dropped it.
         warnings: File-level notes, such as an empty file.
+        conflicts: Inputs that appear with different answers.
+        leakage_found: Evaluation examples that nearly duplicate a training input.
     """
 
     train: list[Example]
@@ -53,15 +56,18 @@ class Splits:
     sources: list[dict[str, str]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     rows_read: int = 0
-    removed: dict[str, int] = field(default_factory=dict)
+    removed_rows: list[Removed] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    conflicts: int = 0
+    leakage_found: int = 0
 
     def accounting(self) -> dict[str, Any]:
-        """Where every row read went: ``rows_read == kept + set aside + removed``."""
+        """Where every row read went: ``rows_read == kept + rejected + sum(removed.values())``."""
         kept = len(self.train) + len(self.validation) + len(self.test)
         return {"rows_read": self.rows_read, "kept": kept, "rejected": len(self.rejected),
                 "rejected_by_reason": dict(Counter(r.kind for r in self.rejected).most_common()),
-                "removed": dict(self.removed), "warnings": list(self.warnings)}
+                "removed": dict(Counter(r.rule for r in self.removed_rows).most_common()),
+                "conflicts": self.conflicts, "leakage_found": self.leakage_found, "warnings": list(self.warnings)}
 
     def manifest(self) -> dict[str, Any]:
         """Counts, hashes and label distribution of each split."""
@@ -87,9 +93,10 @@ class Splits:
             with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
                 for ex in part:
                     fh.write(json.dumps(ex.to_dict(), ensure_ascii=False) + "\n")
-        with (folder / "rejected.jsonl").open("w", encoding="utf-8") as fh:
-            for r in self.rejected:
-                fh.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+        for name, rows in (("rejected", self.rejected), ("removed", self.removed_rows)):
+            with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+                for r in rows:
+                    fh.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
         (folder / "manifest.json").write_text(json.dumps(self.manifest(), indent=2, ensure_ascii=False))
 
     @classmethod
@@ -114,10 +121,15 @@ class Splits:
                     d = json.loads(line)
                     d.pop("kind", None)
                     rejected.append(Rejected(**d))
+        removed = []
+        if (folder / "removed.jsonl").is_file():
+            with (folder / "removed.jsonl").open(encoding="utf-8") as fh:
+                removed = [Removed(**json.loads(line)) for line in fh if line.strip()]
         acc = manifest.get("accounting", {})
         return cls(parts["train"], parts["validation"], parts["test"], manifest["format"],
                    manifest.get("labels"), manifest.get("system_prompt"), manifest.get("sources", []),
-                   rejected, acc.get("rows_read", 0), acc.get("removed", {}), acc.get("warnings", []))
+                   rejected, acc.get("rows_read", 0), removed, acc.get("warnings", []),
+                   acc.get("conflicts", 0), acc.get("leakage_found", 0))
 
 
 def _sha256(path: Path) -> str:
@@ -224,25 +236,46 @@ def prepare_splits(cfg: Config, base_dir: Path) -> Splits:
     train_path = resolve_path(base_dir, d.train)
     loaded = [load_examples(train_path, d.format, d.columns, "train")]
     fmt_name = loaded[0].format
-    train = loaded[0].examples
+    removed_rows: list[Removed] = []
+    conflicts = 0
+
+    def gate(examples: list[Example], name: str) -> list[Example]:
+        nonlocal conflicts
+        cleaned = [clean_example(ex, d.clean) for ex in examples]
+        kept, removed, n_conflicts = deduplicate(cleaned, d.dedup, name)
+        removed_rows.extend(removed)
+        conflicts += n_conflicts
+        return kept
+
+    train = gate(loaded[0].examples, "train")
     if task == "classification" and FORMATS[fmt_name].required != ("text", "label"):
         raise DataError(f"task 'classification' needs labelled rows, but the data is in '{fmt_name}' format "
                         "(expected fields text and label)", path=train_path)
-    removed: dict[str, int] = {}
     if d.max_examples is not None and len(train) > d.max_examples:
         rng = random.Random(cfg.project.seed)
-        keep = sorted(rng.sample(range(len(train)), d.max_examples))
-        removed["data.max_examples"] = len(train) - d.max_examples
-        train = [train[i] for i in keep]
+        keep = set(rng.sample(range(len(train)), d.max_examples))
+        removed_rows += [Removed("data.max_examples", ex.id, "train", None, ex.to_dict())
+                         for i, ex in enumerate(train) if i not in keep]
+        train = [ex for i, ex in enumerate(train) if i in keep]
 
     if d.validation is not None and d.test is not None:
         val = load_examples(resolve_path(base_dir, d.validation), fmt_name, d.columns, "validation")
         tst = load_examples(resolve_path(base_dir, d.test), fmt_name, d.columns, "test")
         loaded += [val, tst]
-        validation, test = val.examples, tst.examples
+        validation, test = gate(val.examples, "validation"), gate(tst.examples, "test")
     else:
         fr = (d.split.train, d.split.validation, d.split.test)
         train, validation, test = split_examples(train, fr, cfg.project.seed, stratify=task == "classification")
+    leaks = 0
+    if d.dedup.near or d.dedup.exact:
+        validation, leaked_val = remove_leakage(train, validation, d.dedup, "validation")
+        test, leaked_test = remove_leakage(train, test, d.dedup, "test")
+        leaks = len(leaked_val) + len(leaked_test)
+        if d.dedup.leakage == "remove":
+            removed_rows += leaked_val + leaked_test
+        else:  # report only: put them back
+            validation += [Example.from_dict(r.example) for r in leaked_val]
+            test += [Example.from_dict(r.example) for r in leaked_test]
     rejected = [r for part in loaded for r in part.rejected]
 
     labels: list[str] | None = None
@@ -265,8 +298,8 @@ def prepare_splits(cfg: Config, base_dir: Path) -> Splits:
     template = d.system_prompt if d.system_prompt is not None else DEFAULT_SYSTEM_PROMPT[task]
     sources = [src for part in loaded for src in part.sources]
     return Splits(train, validation, test, fmt_name, labels, render_system_prompt(template, labels), sources,
-                  rejected=rejected, rows_read=sum(part.rows_read for part in loaded), removed=removed,
-                  warnings=[w for part in loaded for w in part.warnings])
+                  rejected=rejected, rows_read=sum(part.rows_read for part in loaded), removed_rows=removed_rows,
+                  warnings=[w for part in loaded for w in part.warnings], conflicts=conflicts, leakage_found=leaks)
 
 
 def _rejected_summary(rejected: list[Rejected]) -> str:

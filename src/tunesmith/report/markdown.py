@@ -60,6 +60,12 @@ def render_markdown(report: dict[str, Any], tuned_rows: Sequence[dict[str, Any]]
                   f" + removed **{removed}**" + (" (see `data/rejected.jsonl`)" if acc["rejected"] else "") + "."]
         lines += [f"- set aside, {kind}: {n}" for kind, n in acc["rejected_by_reason"].items()]
         lines += [f"- removed by `{rule}`: {n}" for rule, n in acc["removed"].items()]
+        if acc.get("conflicts"):
+            lines.append(f"- inputs that appear with different answers (conflicts): {acc['conflicts']}")
+        if acc.get("leakage_found"):
+            lines.append(f"- validation/test examples nearly duplicating a training input (leakage): {acc['leakage_found']}")
+        if acc["removed"]:
+            lines.append("- every removed row is listed with its rule in `data/removed.jsonl`")
         lines += [f"- warning: {w}" for w in acc["warnings"]]
     t = report.get("train")
     if t:

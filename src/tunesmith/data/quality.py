@@ -1,0 +1,172 @@
+"""Quality gates: cleaning, exact and near duplicates, conflicting answers, train/test leakage.
+
+Every row a gate takes out is recorded as a :class:`Removed` with the rule that removed it
+and the example it duplicates, so the accounting of rows read always adds up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import string
+import unicodedata
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from datasketch import MinHash, MinHashLSH
+
+from tunesmith.config import CleanConfig, DedupConfig
+from tunesmith.data.examples import Example
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
+_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
+_BLANK_LINES = re.compile(r"\n\s*\n\s*\n+")
+_CITATIONS = re.compile(r"\s?\[\d+(?:\s*[,–-]\s*\d+)*\]")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A row removed on purpose by a named rule.
+
+    Attributes:
+        rule: ``duplicate_exact``, ``duplicate_near``, ``conflict`` or ``leakage``.
+        id: The removed example's id.
+        split: Where it was: the input it came from, or the split it was taken out of.
+        kept_id: The example it duplicates or conflicts with.
+        example: The removed example itself.
+    """
+
+    rule: str
+    id: str
+    split: str
+    kept_id: str | None
+    example: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+
+def clean_text(text: str, cfg: CleanConfig) -> str:
+    """Apply the configured cleaning steps to one text."""
+    if cfg.unicode_nfc:
+        text = unicodedata.normalize("NFC", text)
+    if cfg.strip_control:
+        text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    for pattern in cfg.remove_patterns:
+        text = re.sub(pattern, "", text, flags=re.MULTILINE)
+    if cfg.remove_citations:
+        text = _CITATIONS.sub("", text)
+    if cfg.whitespace:
+        text = _BLANK_LINES.sub("\n\n", "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))).strip()
+    if cfg.lowercase:
+        text = text.lower()
+    return text
+
+
+def clean_example(ex: Example, cfg: CleanConfig, clean_label: bool = False) -> Example:
+    """The example with its prompt, answer, system message and turns cleaned (labels are left as they are)."""
+    turns = [{**t, "content": clean_text(t["content"], cfg)} for t in ex.turns] if ex.turns else None
+    target = ex.target if (ex.label is not None and not clean_label) else clean_text(ex.target, cfg)
+    return dataclasses.replace(ex, prompt=clean_text(ex.prompt, cfg), target=target, turns=turns,
+                               system=None if ex.system is None else clean_text(ex.system, cfg))
+
+
+def _key(text: str) -> str:
+    """Normalised text for duplicate detection: case, punctuation and spacing ignored."""
+    return " ".join(text.lower().translate(_PUNCT).split())
+
+
+def _input_of(ex: Example) -> str:
+    turns = ex.turns[:-1] if ex.turns else []
+    return _key(" ".join([ex.system or "", *(t["content"] for t in turns), ex.prompt]))
+
+
+def _minhash(text: str, cfg: DedupConfig) -> MinHash:
+    padded = f" {text} "
+    n = cfg.shingle_chars
+    shingles = {padded[i : i + n] for i in range(max(1, len(padded) - n + 1))}
+    mh = MinHash(num_perm=cfg.num_perm, seed=1)
+    mh.update_batch([s.encode() for s in shingles])
+    return mh
+
+
+def deduplicate(examples: Sequence[Example], cfg: DedupConfig, split: str) -> tuple[list[Example], list[Removed], int]:
+    """Remove exact and near duplicates (first occurrence kept) and flag conflicting answers.
+
+    Args:
+        examples: Examples in file order.
+        cfg: Dedup settings.
+        split: Name recorded on removed rows.
+
+    Returns:
+        (kept examples, removed rows, number of conflicting inputs found).
+    """
+    kept: list[Example] = []
+    removed: list[Removed] = []
+    seen: dict[tuple[str, str], str] = {}
+    answers_by_input: dict[str, dict[str, str]] = defaultdict(dict)
+    for ex in examples:
+        inp, ans = _input_of(ex), _key(ex.target)
+        if cfg.exact and (inp, ans) in seen:
+            removed.append(Removed("duplicate_exact", ex.id, split, seen[(inp, ans)], ex.to_dict()))
+            continue
+        seen[(inp, ans)] = ex.id
+        answers_by_input[inp].setdefault(ans, ex.id)
+        kept.append(ex)
+    conflicting = {inp for inp, answers in answers_by_input.items() if len(answers) > 1}
+    if conflicting and cfg.conflicts == "drop":
+        first_of = {inp: next(iter(a.values())) for inp, a in answers_by_input.items()}
+        removed += [Removed("conflict", ex.id, split, first_of[_input_of(ex)], ex.to_dict())
+                    for ex in kept if _input_of(ex) in conflicting]
+        kept = [ex for ex in kept if _input_of(ex) not in conflicting]
+    if cfg.near:
+        lsh = MinHashLSH(threshold=cfg.near_threshold, num_perm=cfg.num_perm)
+        survivors = []
+        for i, ex in enumerate(kept):
+            mh = _minhash(_input_of(ex) + " || " + _key(ex.target), cfg)
+            hits = lsh.query(mh)
+            if hits:
+                removed.append(Removed("duplicate_near", ex.id, split, min(hits), ex.to_dict()))
+                continue
+            lsh.insert(ex.id if ex.id not in lsh else f"{ex.id}#{i}", mh)
+            survivors.append(ex)
+        kept = survivors
+    return kept, removed, len(conflicting)
+
+
+def remove_leakage(train: Sequence[Example], evaluation: Sequence[Example], cfg: DedupConfig,
+                   split: str) -> tuple[list[Example], list[Removed]]:
+    """Take out of an evaluation split every example whose input nearly duplicates a training input.
+
+    Args:
+        train: The training split.
+        evaluation: A validation or test split.
+        cfg: Dedup settings (threshold and shingles).
+        split: The evaluation split's name.
+
+    Returns:
+        (evaluation examples without leakage, the removed ones).
+    """
+    lsh = MinHashLSH(threshold=cfg.near_threshold, num_perm=cfg.num_perm)
+    exact: dict[str, str] = {}
+    for i, ex in enumerate(train):
+        inp = _input_of(ex)
+        exact.setdefault(inp, ex.id)
+        if cfg.near:
+            lsh.insert(str(i), _minhash(inp, cfg))
+    kept, removed = [], []
+    for ex in evaluation:
+        inp = _input_of(ex)
+        hit = exact.get(inp)
+        if hit is None and cfg.near:
+            hits = lsh.query(_minhash(inp, cfg))
+            hit = train[int(min(hits, key=int))].id if hits else None
+        if hit is not None:
+            removed.append(Removed("leakage", ex.id, split, hit, ex.to_dict()))
+        else:
+            kept.append(ex)
+    return kept, removed
