@@ -123,6 +123,18 @@ class DedupConfig(_Section):
     """Validation/test examples whose input nearly duplicates a training input: remove them, or only report."""
 
 
+PiiType = Literal["PRIVATE_KEY", "SECRET", "EMAIL", "IBAN", "CARD", "SSN", "IP", "PHONE"]
+
+
+class PiiConfig(_Section):
+    """Personal data and secrets in the examples."""
+
+    policy: Literal["redact", "drop", "report", "off"] = "redact"
+    """redact: replace with typed placeholders such as <EMAIL>; drop: remove the row; report: count only; off: no scan."""
+    types: list[PiiType] = Field(default_factory=lambda: ["PRIVATE_KEY", "SECRET", "EMAIL", "IBAN", "CARD", "SSN", "IP", "PHONE"])
+    """Which kinds to detect."""
+
+
 class DataConfig(_Section):
     """The examples and how to read them."""
 
@@ -150,6 +162,8 @@ class DataConfig(_Section):
     """Text cleaning."""
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     """Duplicates, conflicts and train/test leakage."""
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    """Personal data and secrets: redact, drop, or report."""
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> DataConfig:

@@ -137,6 +137,8 @@ def run_pipeline(cfg: Config, base_dir: Path) -> RunPaths:
             console.print(f"  set aside {n}: {kind} (see {run.data / 'rejected.jsonl'})")
         for rule, n in acc["removed"].items():
             console.print(f"  removed {n}: {rule} (see {run.data / 'removed.jsonl'})")
+        if acc["pii"]:
+            console.print(f"  personal data and secrets ({acc['pii_policy']}): {acc['pii']}")
         if acc["conflicts"]:
             console.print(f"  {acc['conflicts']} inputs appear with different answers (conflicts)")
         for warning in acc["warnings"]:

@@ -90,7 +90,7 @@ def test_accounting_adds_up_with_rejected_and_removed_rows(tmp_path):
     acc = splits.accounting()
     assert acc == {"rows_read": 92, "kept": 60, "rejected": 2, "removed": {"data.max_examples": 30},
                    "rejected_by_reason": {"malformed JSON": 1, "field 'text': empty value": 1}, "warnings": [],
-                   "conflicts": 0, "leakage_found": 0}
+                   "conflicts": 0, "leakage_found": 0, "pii": {}, "pii_policy": "redact"}
     splits.save(tmp_path / "saved")
     assert len((tmp_path / "saved" / "rejected.jsonl").read_text().splitlines()) == 2
     assert Splits.load(tmp_path / "saved").accounting() == acc

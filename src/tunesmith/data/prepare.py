@@ -14,7 +14,7 @@ from tunesmith.config import Config, resolve_path
 from tunesmith.data.examples import Example, Rejected, examples_hash
 from tunesmith.data.formats import FORMATS, detect_format, row_to_example
 from tunesmith.data.io import data_files, read_records
-from tunesmith.data.quality import Removed, clean_example, deduplicate, remove_leakage
+from tunesmith.data.quality import Removed, clean_example, deduplicate, remove_leakage, scrub_pii
 from tunesmith.data.split import split_examples
 from tunesmith.errors import DataError
 
@@ -45,6 +45,8 @@ class Splits:
         warnings: File-level notes, such as an empty file.
         conflicts: Inputs that appear with different answers.
         leakage_found: Evaluation examples that nearly duplicate a training input.
+        pii: Personal data and secrets found, by type.
+        pii_policy: What was done with them.
     """
 
     train: list[Example]
@@ -60,6 +62,8 @@ class Splits:
     warnings: list[str] = field(default_factory=list)
     conflicts: int = 0
     leakage_found: int = 0
+    pii: dict[str, int] = field(default_factory=dict)
+    pii_policy: str = "redact"
 
     def accounting(self) -> dict[str, Any]:
         """Where every row read went: ``rows_read == kept + rejected + sum(removed.values())``."""
@@ -67,7 +71,8 @@ class Splits:
         return {"rows_read": self.rows_read, "kept": kept, "rejected": len(self.rejected),
                 "rejected_by_reason": dict(Counter(r.kind for r in self.rejected).most_common()),
                 "removed": dict(Counter(r.rule for r in self.removed_rows).most_common()),
-                "conflicts": self.conflicts, "leakage_found": self.leakage_found, "warnings": list(self.warnings)}
+                "conflicts": self.conflicts, "leakage_found": self.leakage_found,
+                "pii": dict(self.pii), "pii_policy": self.pii_policy, "warnings": list(self.warnings)}
 
     def manifest(self) -> dict[str, Any]:
         """Counts, hashes and label distribution of each split."""
@@ -129,7 +134,7 @@ class Splits:
         return cls(parts["train"], parts["validation"], parts["test"], manifest["format"],
                    manifest.get("labels"), manifest.get("system_prompt"), manifest.get("sources", []),
                    rejected, acc.get("rows_read", 0), removed, acc.get("warnings", []),
-                   acc.get("conflicts", 0), acc.get("leakage_found", 0))
+                   acc.get("conflicts", 0), acc.get("leakage_found", 0), acc.get("pii", {}), acc.get("pii_policy", "redact"))
 
 
 def _sha256(path: Path) -> str:
@@ -238,13 +243,16 @@ def prepare_splits(cfg: Config, base_dir: Path) -> Splits:
     fmt_name = loaded[0].format
     removed_rows: list[Removed] = []
     conflicts = 0
+    pii: Counter[str] = Counter()
 
     def gate(examples: list[Example], name: str) -> list[Example]:
         nonlocal conflicts
         cleaned = [clean_example(ex, d.clean) for ex in examples]
-        kept, removed, n_conflicts = deduplicate(cleaned, d.dedup, name)
-        removed_rows.extend(removed)
+        scrubbed, dropped, found = scrub_pii(cleaned, d.pii, name)
+        kept, removed, n_conflicts = deduplicate(scrubbed, d.dedup, name)
+        removed_rows.extend(dropped + removed)
         conflicts += n_conflicts
+        pii.update(found)
         return kept
 
     train = gate(loaded[0].examples, "train")
@@ -299,7 +307,8 @@ def prepare_splits(cfg: Config, base_dir: Path) -> Splits:
     sources = [src for part in loaded for src in part.sources]
     return Splits(train, validation, test, fmt_name, labels, render_system_prompt(template, labels), sources,
                   rejected=rejected, rows_read=sum(part.rows_read for part in loaded), removed_rows=removed_rows,
-                  warnings=[w for part in loaded for w in part.warnings], conflicts=conflicts, leakage_found=leaks)
+                  warnings=[w for part in loaded for w in part.warnings], conflicts=conflicts, leakage_found=leaks,
+                  pii=dict(pii.most_common()), pii_policy=d.pii.policy)
 
 
 def _rejected_summary(rejected: list[Rejected]) -> str:

@@ -1,4 +1,4 @@
-"""Quality gates: cleaning, exact and near duplicates, conflicting answers, train/test leakage.
+"""Quality gates: cleaning, PII, exact and near duplicates, conflicting answers, train/test leakage.
 
 Every row a gate takes out is recorded as a :class:`Removed` with the rule that removed it
 and the example it duplicates, so the accounting of rows read always adds up.
@@ -10,15 +10,16 @@ import dataclasses
 import re
 import string
 import unicodedata
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from datasketch import MinHash, MinHashLSH
 
-from tunesmith.config import CleanConfig, DedupConfig
+from tunesmith.config import CleanConfig, DedupConfig, PiiConfig
 from tunesmith.data.examples import Example
+from tunesmith.data.pii import find_pii, redact
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
@@ -32,7 +33,7 @@ class Removed:
     """A row removed on purpose by a named rule.
 
     Attributes:
-        rule: ``duplicate_exact``, ``duplicate_near``, ``conflict`` or ``leakage``.
+        rule: ``duplicate_exact``, ``duplicate_near``, ``conflict``, ``leakage``, ``pii`` or ``data.max_examples``.
         id: The removed example's id.
         split: Where it was: the input it came from, or the split it was taken out of.
         kept_id: The example it duplicates or conflicts with.
@@ -73,6 +74,42 @@ def clean_example(ex: Example, cfg: CleanConfig, clean_label: bool = False) -> E
     target = ex.target if (ex.label is not None and not clean_label) else clean_text(ex.target, cfg)
     return dataclasses.replace(ex, prompt=clean_text(ex.prompt, cfg), target=target, turns=turns,
                                system=None if ex.system is None else clean_text(ex.system, cfg))
+
+
+def scrub_pii(examples: Sequence[Example], cfg: PiiConfig, split: str) -> tuple[list[Example], list[Removed], Counter[str]]:
+    """Detect personal data and secrets in each example and apply the policy.
+
+    Args:
+        examples: Cleaned examples.
+        cfg: The PII policy and types.
+        split: Name recorded on removed rows.
+
+    Returns:
+        (kept examples, rows removed by the ``pii`` rule, count of detections by type).
+    """
+    counts: Counter[str] = Counter()
+    if cfg.policy == "off":
+        return list(examples), [], counts
+    kept, removed = [], []
+    for ex in examples:
+        texts = {"prompt": ex.prompt, "system": ex.system or ""}
+        if ex.label is None:
+            texts["target"] = ex.target
+        spans = {k: find_pii(v, cfg.types) for k, v in texts.items()}
+        turn_spans = [find_pii(t["content"], cfg.types) for t in ex.turns] if ex.turns else []
+        found = [sp for group in [*spans.values(), *turn_spans] for sp in group]
+        counts.update(sp.type for sp in found)
+        if not found or cfg.policy == "report":
+            kept.append(ex)
+        elif cfg.policy == "drop":
+            removed.append(Removed("pii", ex.id, split, None, {**ex.to_dict(), "pii": sorted({sp.type for sp in found})}))
+        else:
+            turns = ([{**t, "content": redact(t["content"], sp)} for t, sp in zip(ex.turns, turn_spans)]
+                     if ex.turns else None)
+            kept.append(dataclasses.replace(
+                ex, prompt=redact(ex.prompt, spans["prompt"]), system=None if ex.system is None else redact(ex.system, spans["system"]),
+                target=redact(ex.target, spans["target"]) if "target" in spans else ex.target, turns=turns))
+    return kept, removed, counts
 
 
 def _key(text: str) -> str:

@@ -64,6 +64,9 @@ def render_markdown(report: dict[str, Any], tuned_rows: Sequence[dict[str, Any]]
             lines.append(f"- inputs that appear with different answers (conflicts): {acc['conflicts']}")
         if acc.get("leakage_found"):
             lines.append(f"- validation/test examples nearly duplicating a training input (leakage): {acc['leakage_found']}")
+        if acc.get("pii"):
+            found = ", ".join(f"{k} {n}" for k, n in acc["pii"].items())
+            lines.append(f"- personal data and secrets found ({acc['pii_policy']}): {found}")
         if acc["removed"]:
             lines.append("- every removed row is listed with its rule in `data/removed.jsonl`")
         lines += [f"- warning: {w}" for w in acc["warnings"]]

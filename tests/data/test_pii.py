@@ -1,0 +1,52 @@
+"""PII detection measured on a labelled set, redaction, and the policies."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tunesmith.config import PiiConfig
+from tunesmith.data.examples import Example
+from tunesmith.data.pii import PII_TYPES, find_pii, redact
+from tunesmith.data.quality import scrub_pii
+
+LABELLED = Path(__file__).parent / "fixtures" / "pii_labelled.jsonl"  # made by scripts/make_pii_testset.py
+
+
+def test_precision_and_recall_on_the_labelled_set():
+    rows = [json.loads(line) for line in LABELLED.read_text().splitlines()]
+    tp, fp, fn = Counter(), Counter(), Counter()
+    for r in rows:
+        gold = {(e["type"], e["value"]) for e in r["entities"]}
+        pred = {(s.type, s.value) for s in find_pii(r["text"])}
+        for kind, _ in pred & gold:
+            tp[kind] += 1
+        for kind, _ in pred - gold:
+            fp[kind] += 1
+        for kind, _ in gold - pred:
+            fn[kind] += 1
+    total_tp, total_fp, total_fn = sum(tp.values()), sum(fp.values()), sum(fn.values())
+    assert total_tp + total_fn >= 70 and sum(1 for r in rows if not r["entities"]) >= 15
+    assert total_tp / (total_tp + total_fn) >= 0.95, (fn, tp)
+    assert total_tp / (total_tp + total_fp) >= 0.9, (fp, tp)
+    for kind in PII_TYPES:  # every type is present and found
+        assert tp[kind] >= 1, kind
+
+
+def test_redaction_uses_typed_placeholders():
+    text = "Mail a.b@example.com or call +44 20 7946 0958; card 4111 1111 1111 1111."
+    assert redact(text, find_pii(text)) == "Mail <EMAIL> or call <PHONE>; card <CARD>."
+
+
+@pytest.mark.parametrize("policy, kept, removed, prompt", [
+    ("redact", 2, 0, "write to <EMAIL>"), ("drop", 1, 1, None), ("report", 2, 0, "write to x@example.com"), ("off", 2, 0, None),
+])
+def test_policies(policy, kept, removed, prompt):
+    rows = [Example(id="1", prompt="write to x@example.com", target="ok"), Example(id="2", prompt="hello", target="hi")]
+    out, dropped, counts = scrub_pii(rows, PiiConfig(policy=policy), "train")
+    assert (len(out), len(dropped)) == (kept, removed)
+    if prompt:
+        assert out[0].prompt == prompt
+    assert counts == (Counter() if policy == "off" else Counter({"EMAIL": 1}))
+    assert all(r.rule == "pii" for r in dropped)
