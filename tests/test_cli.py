@@ -94,3 +94,28 @@ def test_help_comes_from_docstrings():
     res = subprocess.run([sys.executable, "-m", "tunesmith", "run", "--help"], capture_output=True, text=True)
     assert res.returncode == 0
     assert "Run the whole pipeline" in res.stdout and "--set" in res.stdout and "--json" in res.stdout
+
+
+def test_data_check_reports_where_every_row_went(tmp_path):
+    rows = [{"text": f"How do I reset the PIN for card number {i}?", "label": "pin"} for i in range(3)]
+    rows += [{"text": "Where is my new card, it has not arrived?", "label": "card"}] * 2  # exact duplicate
+    rows += [{"text": "Where is my new card? It has not arrived yet", "label": "card"}]  # near duplicate
+    rows += [{"text": "Email me at jo@example.com about the exchange rate", "label": "rate"}]
+    rows += [{"text": t, "label": "rate"} for t in ["What exchange rate do you use?", "Is the euro rate good today?",
+                                                     "How are currencies converted?", "Why did the dollar cost more?",
+                                                     "Which rate applies abroad?", "Tell me the yen price."]]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"text": broken\n')
+    res = runner.invoke(app, ["data", "check", str(path), "--out", str(tmp_path / "rep"), "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    assert s["rows_read"] == 14 and s["adds_up"]
+    assert s["rejected"] == {"malformed JSON": 1}
+    assert s["duplicates_exact"] == 1 and s["duplicates_near"] >= 1
+    assert s["pii"] == {"EMAIL": 1}
+    assert {"rows_kept", "removed", "conflicts", "leakage"} <= set(s)
+    page = (tmp_path / "rep" / "data_report.html").read_text()
+    assert "data:image/png;base64," in page and "Rows read" in page
+    assert (tmp_path / "rep" / "rejected.jsonl").read_text().count("\n") == 1
+    res = runner.invoke(app, ["data", "check", str(path), "--out", str(tmp_path / "rep2"), "--strict"])
+    assert res.exit_code == 2 and "d.jsonl:14: malformed JSON" in res.output.replace("\n", "")

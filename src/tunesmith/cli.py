@@ -23,7 +23,9 @@ from tunesmith import __version__
 from tunesmith.config import TASKS, load_config, resolve_path
 from tunesmith.errors import EXIT_USER, TunesmithError
 from tunesmith.evaluate.normalize import match_label
+from tunesmith.data.prepare import guess_task, prepare_splits
 from tunesmith.project import init_project
+from tunesmith.report.data_report import write_data_report
 from tunesmith.runs import list_runs
 from tunesmith.ui import console, out_console
 
@@ -217,6 +219,40 @@ def runs(runs_dir: RunsDirOpt = None, config: Annotated[Optional[Path], typer.Op
     for r in rows:
         table.add_row(*(fmt(r[c]) for c in ("id", "status", "task", "metric", "baseline", "tuned", "target", "verdict")))
     out_console.print(table)
+
+
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Check data before training on it.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+@_handle_errors
+def data_check(
+    files: Annotated[list[Path], typer.Argument(help="Data files or folders (read together as one training input).")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Project file whose data settings apply.")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Task (default: the project's, else guessed from the format).")] = None,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report.")] = Path("data-report"),
+    strict: Annotated[bool, typer.Option("--strict", help="Exit with code 2 if any row is set aside.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read, validate, clean, de-duplicate and split FILES; write a data report (markdown, HTML, plots)."""
+    overrides = [*(set_ or []), f"data.train={json.dumps([str(f.resolve()) for f in files])}"]
+    if task is None and config is None:
+        task = guess_task(files[0])
+    if task is not None:
+        overrides.append(f"objective.task={task}")
+    if strict:
+        overrides.append("data.strict=true")
+    cfg, base = load_config(config, overrides)
+    summary = write_data_report(prepare_splits(cfg, base, require_test=False), out)
+    if as_json:
+        _emit({**summary, "report": str(out / "data_report.html")})
+        return
+    console.print(f"{summary['rows_read']} rows read: {summary['rows_kept']} kept, {sum(summary['rejected'].values())} "
+                  f"set aside, {sum(summary['removed'].values())} removed; {summary['conflicts']} conflicts, "
+                  f"{summary['leakage']} leaking, PII {summary['pii'] or 'none'}")
+    print(f"Report: {out / 'data_report.html'}")
 
 
 def _version(value: bool) -> None:

@@ -138,8 +138,8 @@ class PiiConfig(_Section):
 class DataConfig(_Section):
     """The examples and how to read them."""
 
-    train: Path = Path("data/train.jsonl")
-    """Training data: a file (JSONL, JSON array, CSV/TSV, optionally .gz, Parquet) or a folder of them; split 80/10/10 unless validation and test are given."""
+    train: Path | list[Path] = Path("data/train.jsonl")
+    """Training data: a file (JSONL, JSON array, CSV/TSV, optionally .gz, Parquet), a folder of them, or a list; split 80/10/10 unless validation and test are given."""
     validation: Path | None = None
     """Optional validation file; when set with ``test``, no split is made."""
     test: Path | None = None
@@ -394,3 +394,8 @@ def config_to_yaml(cfg: Config) -> str:
 def resolve_path(base: Path, p: Path) -> Path:
     """Resolve ``p`` against the project folder unless it is absolute."""
     return p if p.is_absolute() else (base / p)
+
+
+def resolve_paths(base: Path, p: Path | list[Path]) -> list[Path]:
+    """Resolve one path or a list of paths against the project folder."""
+    return [resolve_path(base, x) for x in (p if isinstance(p, list) else [p])]

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from tunesmith.config import Config, config_to_yaml, load_config, resolve_path
+from tunesmith.config import Config, config_to_yaml, load_config, resolve_path, resolve_paths
 from tunesmith.data.encode import encode_example, encode_prompt
 from tunesmith.data.examples import Example
 from tunesmith.data.prepare import Splits, prepare_splits
@@ -78,7 +78,9 @@ def _resolved(cfg: Config, base_dir: Path) -> Config:
     """The config with every path made absolute, as stored in the run."""
     out = cfg.model_copy(deep=True)
     out.project.runs_dir = resolve_path(base_dir, cfg.project.runs_dir).resolve()
-    for key in ("train", "validation", "test"):
+    train = [p.resolve() for p in resolve_paths(base_dir, cfg.data.train)]
+    out.data.train = train if isinstance(cfg.data.train, list) else train[0]
+    for key in ("validation", "test"):
         value = getattr(cfg.data, key)
         if value is not None:
             setattr(out.data, key, resolve_path(base_dir, value).resolve())

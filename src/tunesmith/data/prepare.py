@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import Config, resolve_path
+from tunesmith.config import Config, resolve_path, resolve_paths
 from tunesmith.data.examples import Example, Rejected, examples_hash
 from tunesmith.data.formats import FORMATS, detect_format, row_to_example
 from tunesmith.data.io import data_files, read_records
@@ -166,11 +166,11 @@ class Loaded:
     warnings: list[str]
 
 
-def load_examples(path: Path, fmt_name: str, columns: dict[str, str], role: str = "train") -> Loaded:
+def load_examples(path: Path | list[Path], fmt_name: str, columns: dict[str, str], role: str = "train") -> Loaded:
     """Read a data file or folder into examples, setting aside the rows that cannot be used.
 
     Args:
-        path: A data file or a folder of data files.
+        path: A data file, a folder of data files, or a list of either.
         fmt_name: A registered format, or ``auto`` (detected from the first usable row).
         columns: Format field -> column name mapping.
         role: Which input this is (train, validation, test), recorded on set-aside rows.
@@ -182,7 +182,8 @@ def load_examples(path: Path, fmt_name: str, columns: dict[str, str], role: str 
         DataError: A file cannot be read at all, or no row fits any known format.
     """
     records, sources, warnings = [], [], []
-    for file in data_files(path):
+    paths = path if isinstance(path, list) else [path]
+    for file in (f for p in paths for f in data_files(p)):
         sources.append({"path": str(file), "sha256": _sha256(file)})
         before = len(records)
         records.extend(read_records(file))
@@ -191,7 +192,7 @@ def load_examples(path: Path, fmt_name: str, columns: dict[str, str], role: str 
     rejected = [Rejected(str(r.source), r.line, r.error, r.raw, role) for r in records if r.error]
     good = [r for r in records if r.error is None]
     if fmt_name == "auto":
-        fmt_name = _detect(good, columns, path)
+        fmt_name = _detect(good, columns, paths[0])
     fmt = FORMATS[fmt_name]
     examples = []
     for r in good:
@@ -223,12 +224,13 @@ def render_system_prompt(template: str | None, labels: list[str] | None) -> str 
     return template.replace("{labels}", ", ".join(labels or []))
 
 
-def prepare_splits(cfg: Config, base_dir: Path) -> Splits:
+def prepare_splits(cfg: Config, base_dir: Path, require_test: bool = True) -> Splits:
     """Load the configured data and produce the three splits.
 
     Args:
         cfg: The project config.
         base_dir: Folder that relative data paths are resolved against.
+        require_test: Fail when the test split ends up empty (training needs one; a data check does not).
 
     Returns:
         The splits, deterministic for the same files, config and seed.
@@ -238,8 +240,9 @@ def prepare_splits(cfg: Config, base_dir: Path) -> Splits:
     """
     d = cfg.data
     task = cfg.objective.task
-    train_path = resolve_path(base_dir, d.train)
-    loaded = [load_examples(train_path, d.format, d.columns, "train")]
+    train_paths = resolve_paths(base_dir, d.train)
+    train_path = train_paths[0]
+    loaded = [load_examples(train_paths, d.format, d.columns, "train")]
     fmt_name = loaded[0].format
     removed_rows: list[Removed] = []
     conflicts = 0
@@ -301,7 +304,7 @@ def prepare_splits(cfg: Config, base_dir: Path) -> Splits:
         raise DataError(_strict_message(rejected))
     if not train:
         raise DataError(f"no usable training rows ({_rejected_summary(rejected)})", path=train_path)
-    if not test:
+    if not test and require_test:
         raise DataError("the test split is empty: add data or raise data.split.test", path=train_path)
     template = d.system_prompt if d.system_prompt is not None else DEFAULT_SYSTEM_PROMPT[task]
     sources = [src for part in loaded for src in part.sources]
@@ -322,3 +325,16 @@ def _strict_message(rejected: list[Rejected]) -> str:
     lines = [f"data.strict is on and {_rejected_summary(rejected)}; the first ones:"]
     lines += [f"  {r.source}:{r.line}: {r.reason}" for r in rejected[:5]]
     return "\n".join(lines)
+
+
+def guess_task(path: Path) -> str:
+    """The task a data file's format is made for, from its first readable row.
+
+    Raises:
+        DataError: No readable row, or no format fits it.
+    """
+    for file in data_files(path):
+        for record in read_records(file):
+            if record.row is not None:
+                return FORMATS[detect_format(set(record.row), {})].tasks[0]
+    raise DataError("no readable rows to guess the task from", path=path)
