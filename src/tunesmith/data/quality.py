@@ -7,6 +7,7 @@ and the example it duplicates, so the accounting of rows read always adds up.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import string
 import unicodedata
@@ -122,11 +123,18 @@ def _input_of(ex: Example) -> str:
     return _key(" ".join([ex.system or "", *(t["content"] for t in turns), ex.prompt]))
 
 
+@functools.cache
+def _template(num_perm: int) -> MinHash:
+    # Drawing the permutations is a third of the cost of a fresh MinHash; they depend only on the seed.
+    return MinHash(num_perm=num_perm, seed=1)
+
+
 def _minhash(text: str, cfg: DedupConfig) -> MinHash:
     padded = f" {text} "
     n = cfg.shingle_chars
     shingles = {padded[i : i + n] for i in range(max(1, len(padded) - n + 1))}
-    mh = MinHash(num_perm=cfg.num_perm, seed=1)
+    template = _template(cfg.num_perm)
+    mh = MinHash(num_perm=cfg.num_perm, seed=1, permutations=template.permutations, scheme=template.scheme)
     mh.update_batch([s.encode() for s in shingles])
     return mh
 
