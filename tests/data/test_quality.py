@@ -4,7 +4,7 @@ import pytest
 
 from tunesmith.config import CleanConfig, DedupConfig
 from tunesmith.data.examples import Example
-from tunesmith.data.quality import clean_example, clean_text, deduplicate, remove_leakage
+from tunesmith.data.quality import clean_example, clean_text, deduplicate, find_leakage
 
 
 @pytest.mark.parametrize("cfg, text, expected", [
@@ -55,6 +55,8 @@ def test_conflicting_answers_are_flagged_and_optionally_dropped():
 def test_leakage_is_removed_from_evaluation_splits():
     train = [ex(1, "I lost my phone and need to block my account"), ex(2, "What is the exchange rate for dollars?")]
     test = [ex(3, "I lost my phone and need to block my account!"), ex(4, "How old do I need to be to open an account?")]
-    kept, removed = remove_leakage(train, test, DedupConfig(), "test")
+    found = find_leakage(train, {"validation": [], "test": test}, DedupConfig())
+    kept, removed = found["test"]
     assert [e.id for e in kept] == ["4"]
     assert [(r.id, r.rule, r.kept_id, r.split) for r in removed] == [("3", "leakage", "1", "test")]
+    assert found["validation"] == ([], [])

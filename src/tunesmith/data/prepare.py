@@ -14,7 +14,7 @@ from tunesmith.config import Config, resolve_path, resolve_paths
 from tunesmith.data.examples import Example, Rejected, examples_hash
 from tunesmith.data.formats import FORMATS, detect_format, row_to_example
 from tunesmith.data.io import data_files, read_records
-from tunesmith.data.quality import Removed, clean_example, deduplicate, remove_leakage, scrub_pii
+from tunesmith.data.quality import Removed, clean_example, deduplicate, find_leakage, scrub_pii
 from tunesmith.data.split import split_examples
 from tunesmith.errors import DataError
 
@@ -279,14 +279,12 @@ def prepare_splits(cfg: Config, base_dir: Path, require_test: bool = True) -> Sp
         train, validation, test = split_examples(train, fr, cfg.project.seed, stratify=task == "classification")
     leaks = 0
     if d.dedup.near or d.dedup.exact:
-        validation, leaked_val = remove_leakage(train, validation, d.dedup, "validation")
-        test, leaked_test = remove_leakage(train, test, d.dedup, "test")
-        leaks = len(leaked_val) + len(leaked_test)
+        found = find_leakage(train, {"validation": validation, "test": test}, d.dedup)
+        leaked = found["validation"][1] + found["test"][1]
+        leaks = len(leaked)
         if d.dedup.leakage == "remove":
-            removed_rows += leaked_val + leaked_test
-        else:  # report only: put them back
-            validation += [Example.from_dict(r.example) for r in leaked_val]
-            test += [Example.from_dict(r.example) for r in leaked_test]
+            validation, test = found["validation"][0], found["test"][0]
+            removed_rows += leaked
     rejected = [r for part in loaded for r in part.rejected]
 
     labels: list[str] | None = None

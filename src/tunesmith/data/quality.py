@@ -183,18 +183,20 @@ def deduplicate(examples: Sequence[Example], cfg: DedupConfig, split: str) -> tu
     return kept, removed, len(conflicting)
 
 
-def remove_leakage(train: Sequence[Example], evaluation: Sequence[Example], cfg: DedupConfig,
-                   split: str) -> tuple[list[Example], list[Removed]]:
-    """Take out of an evaluation split every example whose input nearly duplicates a training input.
+def find_leakage(train: Sequence[Example], evaluation: dict[str, Sequence[Example]],
+                 cfg: DedupConfig) -> dict[str, tuple[list[Example], list[Removed]]]:
+    """Split each evaluation split into examples that are clean and those whose input nearly duplicates a training input.
+
+    The training inputs are indexed once (exact keys and, with ``cfg.near``, a MinHash LSH)
+    and every evaluation split is queried against that one index.
 
     Args:
         train: The training split.
-        evaluation: A validation or test split.
+        evaluation: Evaluation splits by name (validation, test).
         cfg: Dedup settings (threshold and shingles).
-        split: The evaluation split's name.
 
     Returns:
-        (evaluation examples without leakage, the removed ones).
+        For each split name: (examples without leakage, the leaking ones as ``leakage`` rows).
     """
     lsh = MinHashLSH(threshold=cfg.near_threshold, num_perm=cfg.num_perm)
     exact: dict[str, str] = {}
@@ -203,15 +205,18 @@ def remove_leakage(train: Sequence[Example], evaluation: Sequence[Example], cfg:
         exact.setdefault(inp, ex.id)
         if cfg.near:
             lsh.insert(str(i), _minhash(inp, cfg))
-    kept, removed = [], []
-    for ex in evaluation:
-        inp = _input_of(ex)
-        hit = exact.get(inp)
-        if hit is None and cfg.near:
-            hits = lsh.query(_minhash(inp, cfg))
-            hit = train[int(min(hits, key=int))].id if hits else None
-        if hit is not None:
-            removed.append(Removed("leakage", ex.id, split, hit, ex.to_dict()))
-        else:
-            kept.append(ex)
-    return kept, removed
+    out: dict[str, tuple[list[Example], list[Removed]]] = {}
+    for split, examples in evaluation.items():
+        kept, leaked = [], []
+        for ex in examples:
+            inp = _input_of(ex)
+            hit = exact.get(inp)
+            if hit is None and cfg.near:
+                hits = lsh.query(_minhash(inp, cfg))
+                hit = train[int(min(hits, key=int))].id if hits else None
+            if hit is not None:
+                leaked.append(Removed("leakage", ex.id, split, hit, ex.to_dict()))
+            else:
+                kept.append(ex)
+        out[split] = (kept, leaked)
+    return out
