@@ -18,6 +18,7 @@ import torch
 from tunesmith.config import Config, config_to_yaml, load_config, resolve_path, resolve_paths
 from tunesmith.data.encode import encode_example, encode_prompt
 from tunesmith.data.examples import Example
+from tunesmith.data.io import write_jsonl
 from tunesmith.data.prepare import Splits, prepare_splits
 from tunesmith.evaluate.evaluator import EvalResult, evaluate_model
 from tunesmith.evaluate.generate import generate_greedy
@@ -60,13 +61,6 @@ def evaluate_split(lm: LoadedModel, splits: Splits, cfg: Config, name: str) -> E
                           labels=splits.labels, cfg=cfg.eval, max_seq_len=cfg.model.max_seq_len, name=name)
 
 
-def _write_predictions(path: Path, result: EvalResult) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for row in result.predictions:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 @contextmanager
 def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     start = time.perf_counter()
@@ -91,8 +85,8 @@ def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, ba
                  tuned: EvalResult, result: TrainResult | None, timings: dict[str, float]) -> dict[str, Any]:
     """Write predictions, ``report.json``, ``report.md`` and ``loss.png`` into the run folder."""
     if baseline is not None:
-        _write_predictions(run.predictions / "baseline.jsonl", baseline)
-    _write_predictions(run.predictions / "tuned.jsonl", tuned)
+        write_jsonl(run.predictions / "baseline.jsonl", baseline.predictions)
+    write_jsonl(run.predictions / "tuned.jsonl", tuned.predictions)
     model_info = {"base": cfg.model.base, "path": str(lm.path), "device": lm.device.type,
                   "precision": "bf16 autocast" if lm.autocast_dtype is not None else "fp32"}
     manifest = splits.manifest()

@@ -13,7 +13,7 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -205,3 +205,17 @@ def _read_parquet(path: Path) -> Iterator[Record]:
         for row in batch.to_pylist():
             n += 1
             yield Record(path, n, row, json.dumps(row, ensure_ascii=False, default=str)[:MAX_RAW_CHARS])
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write one JSON object per line (UTF-8, non-ASCII kept as is), creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a JSONL file written by :func:`write_jsonl` (tunesmith's own files; user data goes through :func:`read_records`)."""
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]

@@ -13,7 +13,7 @@ from typing import Any
 from tunesmith.config import Config, resolve_path, resolve_paths
 from tunesmith.data.examples import Example, Rejected, examples_hash
 from tunesmith.data.formats import FORMATS, detect_format, row_to_example
-from tunesmith.data.io import data_files, read_records
+from tunesmith.data.io import data_files, read_jsonl, read_records, write_jsonl
 from tunesmith.data.quality import Removed, clean_example, deduplicate, find_leakage, scrub_pii
 from tunesmith.data.split import split_examples
 from tunesmith.errors import DataError
@@ -94,14 +94,9 @@ class Splits:
     def save(self, folder: Path) -> None:
         """Write each split as JSONL and the manifest as JSON into ``folder``."""
         folder.mkdir(parents=True, exist_ok=True)
-        for name, part in (("train", self.train), ("validation", self.validation), ("test", self.test)):
-            with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
-                for ex in part:
-                    fh.write(json.dumps(ex.to_dict(), ensure_ascii=False) + "\n")
-        for name, rows in (("rejected", self.rejected), ("removed", self.removed_rows)):
-            with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
-                for r in rows:
-                    fh.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+        for name, rows in (("train", self.train), ("validation", self.validation), ("test", self.test),
+                           ("rejected", self.rejected), ("removed", self.removed_rows)):
+            write_jsonl(folder / f"{name}.jsonl", (r.to_dict() for r in rows))
         (folder / "manifest.json").write_text(json.dumps(self.manifest(), indent=2, ensure_ascii=False))
 
     @classmethod
@@ -115,21 +110,11 @@ class Splits:
         if not manifest_path.is_file():
             raise DataError("no saved data splits (manifest.json missing)", path=folder)
         manifest = json.loads(manifest_path.read_text())
-        parts = {}
-        for name in ("train", "validation", "test"):
-            with (folder / f"{name}.jsonl").open(encoding="utf-8") as fh:
-                parts[name] = [Example.from_dict(json.loads(line)) for line in fh if line.strip()]
-        rejected = []
-        if (folder / "rejected.jsonl").is_file():
-            with (folder / "rejected.jsonl").open(encoding="utf-8") as fh:
-                for line in fh:
-                    d = json.loads(line)
-                    d.pop("kind", None)
-                    rejected.append(Rejected(**d))
-        removed = []
-        if (folder / "removed.jsonl").is_file():
-            with (folder / "removed.jsonl").open(encoding="utf-8") as fh:
-                removed = [Removed(**json.loads(line)) for line in fh if line.strip()]
+        parts = {name: [Example.from_dict(d) for d in read_jsonl(folder / f"{name}.jsonl")]
+                 for name in ("train", "validation", "test")}
+        # "kind" is derived from the reason when written, not a field
+        rejected = [Rejected(**{k: v for k, v in d.items() if k != "kind"}) for d in read_jsonl(folder / "rejected.jsonl")]
+        removed = [Removed(**d) for d in read_jsonl(folder / "removed.jsonl")]
         acc = manifest.get("accounting", {})
         return cls(parts["train"], parts["validation"], parts["test"], manifest["format"],
                    manifest.get("labels"), manifest.get("system_prompt"), manifest.get("sources", []),
