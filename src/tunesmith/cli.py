@@ -98,6 +98,13 @@ def _print_outcome(summary: dict[str, Any]) -> None:
     print(f"Report: {summary['report']}")
 
 
+def _run_project(project_file: Path, overrides: list[str], as_json: bool) -> None:
+    cfg, base = load_config(project_file, overrides)
+    run_paths = _pipeline().run_pipeline(cfg, base)
+    summary = _summary(run_paths.root)
+    _emit(summary) if as_json else _print_outcome(summary)
+
+
 @app.command()
 @_handle_errors
 def init(
@@ -121,10 +128,7 @@ def run(config: ConfigOpt = Path("tunesmith.yaml"), set_: SetOpt = None,
         strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 2) if any data row is set aside.")] = False,
         as_json: JsonOpt = False) -> None:
     """Run the whole pipeline: data, baseline evaluation, fine-tuning, tuned evaluation, report."""
-    cfg, base = load_config(config, [*(set_ or []), *(["data.strict=true"] if strict else [])])
-    run_paths = _pipeline().run_pipeline(cfg, base)
-    summary = _summary(run_paths.root)
-    _emit(summary) if as_json else _print_outcome(summary)
+    _run_project(config, [*(set_ or []), *(["data.strict=true"] if strict else [])], as_json)
 
 
 @app.command()
@@ -139,10 +143,7 @@ def quickstart(
     if not project_file.is_file():
         init_project(folder, "classification")
         console.print(f"Created the example project in {folder} (banking77 subset, PolyAI, CC BY 4.0)")
-    cfg, base = load_config(project_file, set_ or [])
-    run_paths = _pipeline().run_pipeline(cfg, base)
-    summary = _summary(run_paths.root)
-    _emit(summary) if as_json else _print_outcome(summary)
+    _run_project(project_file, set_ or [], as_json)
 
 
 @app.command("eval")

@@ -81,6 +81,22 @@ def _resolved(cfg: Config, base_dir: Path) -> Config:
     return out
 
 
+def _print_data_summary(splits: Splits, folder: Path) -> None:
+    acc = splits.accounting()
+    console.print(f"Data: format {splits.format}; {acc['rows_read']} rows read, {acc['kept']} kept "
+                  f"{splits.counts()}, {acc['rejected']} set aside, {sum(acc['removed'].values())} removed")
+    for kind, n in acc["rejected_by_reason"].items():
+        console.print(f"  set aside {n}: {kind} (see {folder / 'rejected.jsonl'})")
+    for rule, n in acc["removed"].items():
+        console.print(f"  removed {n}: {rule} (see {folder / 'removed.jsonl'})")
+    if acc["pii"]:
+        console.print(f"  personal data and secrets ({acc['pii_policy']}): {acc['pii']}")
+    if acc["conflicts"]:
+        console.print(f"  {acc['conflicts']} inputs appear with different answers (conflicts)")
+    for warning in acc["warnings"]:
+        console.print(f"  warning: {warning}")
+
+
 def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, baseline: EvalResult | None,
                  tuned: EvalResult, result: TrainResult | None, timings: dict[str, float]) -> dict[str, Any]:
     """Write predictions, ``report.json``, ``report.md`` and ``loss.png`` into the run folder."""
@@ -126,19 +142,7 @@ def run_pipeline(cfg: Config, base_dir: Path) -> RunPaths:
         with _timed(timings, "data"):
             splits = prepare_splits(cfg, base_dir)
             splits.save(run.data)
-        acc = splits.accounting()
-        console.print(f"Data: format {splits.format}; {acc['rows_read']} rows read, {acc['kept']} kept "
-                      f"{splits.counts()}, {acc['rejected']} set aside, {sum(acc['removed'].values())} removed")
-        for kind, n in acc["rejected_by_reason"].items():
-            console.print(f"  set aside {n}: {kind} (see {run.data / 'rejected.jsonl'})")
-        for rule, n in acc["removed"].items():
-            console.print(f"  removed {n}: {rule} (see {run.data / 'removed.jsonl'})")
-        if acc["pii"]:
-            console.print(f"  personal data and secrets ({acc['pii_policy']}): {acc['pii']}")
-        if acc["conflicts"]:
-            console.print(f"  {acc['conflicts']} inputs appear with different answers (conflicts)")
-        for warning in acc["warnings"]:
-            console.print(f"  warning: {warning}")
+        _print_data_summary(splits, run.data)
         with _timed(timings, "load model"):
             lm = load_model(cfg)
         baseline = None
