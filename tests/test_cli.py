@@ -96,20 +96,28 @@ def test_help_comes_from_docstrings():
     assert "Run the whole pipeline" in res.stdout and "--set" in res.stdout and "--json" in res.stdout
 
 
-def test_data_check_reports_where_every_row_went(tmp_path):
+def test_data_check_reports_where_every_row_went(tmp_path, tiny_model_dir):
     rows = [{"text": f"How do I reset the PIN for card number {i}?", "label": "pin"} for i in range(3)]
-    rows += [{"text": "Where is my new card, it has not arrived?", "label": "card"}] * 2  # exact duplicate
-    rows += [{"text": "Where is my new card? It has not arrived yet", "label": "card"}]  # near duplicate
+    card = "Where is my new card? I ordered it two weeks ago, the app says it was shipped, and it has still not arrived"
+    rows += [{"text": card, "label": "card"}] * 2  # exact duplicate
+    rows += [{"text": card + " yet", "label": "card"}]  # near duplicate
     rows += [{"text": "Email me at jo@example.com about the exchange rate", "label": "rate"}]
     rows += [{"text": t, "label": "rate"} for t in ["What exchange rate do you use?", "Is the euro rate good today?",
                                                      "How are currencies converted?", "Why did the dollar cost more?",
                                                      "Which rate applies abroad?", "Tell me the yen price."]]
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"text": broken\n')
-    res = runner.invoke(app, ["data", "check", str(path), "--out", str(tmp_path / "rep"), "--json"])
+    res = runner.invoke(app, ["data", "check", str(path), "--out", str(tmp_path / "rep"), "--json",
+                              "--set", f"model.base={tiny_model_dir}", "--set", "model.max_seq_len=40"])
     assert res.exit_code == 0, res.output
     s = json.loads(res.stdout)
     assert s["rows_read"] == 14 and s["adds_up"]
+    assert s["format"] == "text_label" and s["columns"] == {"text": "text", "label": "label"}
+    # measured with the model's tokenizer; the long card question is over 40 tokens and truncated (the default)
+    assert s["tokens"]["train"]["count"] == s["splits"]["train"] and s["tokens"]["train"]["policy"] == "truncate"
+    assert sum(t["over_max_seq_len"] for t in s["tokens"].values()) >= 1
+    assert "<|im_start|>" in s["preview"]["text"] and s["preview"]["loss_on"].startswith(s["preview"]["loss_on"].strip())
+    assert s["balance"]["imbalance_ratio"] > 1 and len(s["data_hash"]) == 64
     assert s["rejected"] == {"malformed JSON": 1}
     assert s["duplicates_exact"] == 1 and s["duplicates_near"] >= 1
     assert s["pii"] == {"EMAIL": 1}
@@ -117,5 +125,5 @@ def test_data_check_reports_where_every_row_went(tmp_path):
     page = (tmp_path / "rep" / "data_report.html").read_text()
     assert "data:image/png;base64," in page and "Rows read" in page
     assert (tmp_path / "rep" / "rejected.jsonl").read_text().count("\n") == 1
-    res = runner.invoke(app, ["data", "check", str(path), "--out", str(tmp_path / "rep2"), "--strict"])
+    res = runner.invoke(app, ["data", "check", str(path), "--out", str(tmp_path / "rep2"), "--strict", "--no-tokens"])
     assert res.exit_code == 2 and "d.jsonl:14: malformed JSON" in res.output.replace("\n", "")

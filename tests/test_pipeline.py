@@ -1,12 +1,15 @@
 """The whole pipeline on the tiny model: every run artefact, loadable by the libraries users know."""
 
 import json
+import random
 
 import pytest
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
 
+from tunesmith.cli import app
 from tunesmith.config import load_config
 from tunesmith.data.prepare import Splits
 from tunesmith.errors import ConfigError
@@ -106,3 +109,32 @@ def test_multi_turn_chat_data_trains_and_evaluates(tmp_path, tiny_model_dir):
     assert report["data"]["format"] == "messages" and report["data"]["test"] == 3
     tuned = [json.loads(line) for line in (run.predictions / "tuned.jsonl").read_text().splitlines()]
     assert tuned[0]["input"] == "Where is my card?" and tuned[0]["reference"].startswith("Your card")
+
+
+def test_plain_text_continued_pretraining_runs(tmp_path, tiny_model_dir):
+    rng = random.Random(0)
+    words = "the bank card account transfer payment arrives within three working days after approval".split()
+    rows = [{"text": " ".join(rng.choice(words) for _ in range(12)) + f" note {i}."} for i in range(30)]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "tunesmith.yaml").write_text("objective: {task: generation}\ndata: {dedup: {near: false}}\n")
+    cfg, base = load_config(tmp_path / "tunesmith.yaml", [f"model.base={tiny_model_dir}", "train.max_steps=2",
+                                                          "train.batch_size=4", "eval.max_new_tokens=4"])
+    run = run_pipeline(cfg, base)
+    manifest = json.loads((run.data / "manifest.json").read_text())
+    assert manifest["format"] == "text" and manifest["system_prompt"] is None
+    assert manifest["preview"]["text"] == manifest["preview"]["loss_on"]  # no template, loss on every token
+    tuned = [json.loads(line) for line in (run.predictions / "tuned.jsonl").read_text().splitlines()]
+    assert tuned[0]["input"] and tuned[0]["reference"]  # the first half is continued, the second half scores it
+
+
+def test_prepared_data_and_loss_weights_run(tmp_path, tiny_project, tiny_model_dir):
+    res = CliRunner().invoke(app, ["data", "prepare", "-c", str(tiny_project / "tunesmith.yaml"), "--out",
+                                   str(tmp_path / "prepared"), "--set", "data.balance.strategy=loss_weights", "--json"])
+    assert res.exit_code == 0, res.output
+    prepared = json.loads(res.stdout)
+    cfg, base = load_config(tiny_project / "tunesmith.yaml", [f"data.prepared={tmp_path / 'prepared'}"])
+    run = run_pipeline(cfg, base)
+    report = json.loads(run.report_json.read_text())
+    assert report["data"]["data_hash"] == prepared["data_hash"]
+    assert report["data"]["balance"]["strategy"] == "loss_weights"

@@ -110,20 +110,20 @@ class DedupConfig(_Section):
     exact: bool = True
     """Remove exact duplicates (same input and answer after normalising case, punctuation and spacing)."""
     near: bool = True
-    """Remove near-duplicates (MinHash LSH on character shingles), keeping the first occurrence."""
+    """Remove near-duplicates (MinHash LSH on shingles of the normalised text), keeping the first occurrence."""
     near_threshold: float = Field(0.85, gt=0, le=1)
     """Estimated Jaccard similarity at or above which two examples count as near-duplicates."""
     num_perm: int = Field(128, ge=16, le=1024)
     """MinHash permutations: more is more precise and slower."""
     shingle_chars: int = Field(5, ge=2, le=20)
-    """Length of the character shingles compared."""
+    """Length of the shingles compared, in UTF-8 bytes (characters, for ASCII text)."""
     conflicts: Literal["keep", "drop"] = "keep"
     """Same input with different answers: keep and report them, or drop every conflicting row."""
     leakage: Literal["remove", "report"] = "remove"
     """Validation/test examples whose input nearly duplicates a training input: remove them, or only report."""
 
 
-PiiType = Literal["PRIVATE_KEY", "SECRET", "EMAIL", "IBAN", "CARD", "SSN", "IP", "PHONE"]
+PiiType = Literal["PRIVATE_KEY", "SECRET", "EMAIL", "IBAN", "CARD", "SSN", "IP", "PHONE", "PERSON", "LOCATION"]
 
 
 class PiiConfig(_Section):
@@ -131,8 +131,27 @@ class PiiConfig(_Section):
 
     policy: Literal["redact", "drop", "report", "off"] = "redact"
     """redact: replace with typed placeholders such as <EMAIL>; drop: remove the row; report: count only; off: no scan."""
-    types: list[PiiType] = Field(default_factory=lambda: ["PRIVATE_KEY", "SECRET", "EMAIL", "IBAN", "CARD", "SSN", "IP", "PHONE"])
-    """Which kinds to detect."""
+    types: list[PiiType] = Field(default_factory=lambda: ["PRIVATE_KEY", "SECRET", "EMAIL", "IBAN", "CARD", "SSN", "IP", "PHONE",
+                                                         "PERSON", "LOCATION"])
+    """Which kinds to detect; PERSON and LOCATION need the ``ner`` backend."""
+    ner: Literal["none", "presidio"] = "none"
+    """Named-entity backend for names (PERSON) and addresses (LOCATION): presidio (pip install presidio-analyzer and a spaCy model)."""
+    ner_language: str = "en"
+    """Language passed to the named-entity backend."""
+    ner_score: float = Field(0.6, ge=0, le=1)
+    """Lowest confidence at which the named-entity backend's finding counts."""
+
+
+class BalanceConfig(_Section):
+    """Class balance of the training split (classification); validation and test are never resampled."""
+
+    strategy: Literal["none", "oversample", "undersample", "loss_weights"] = "none"
+    """none; oversample: repeat examples of smaller classes up to the largest; undersample: cut larger classes down to
+    the smallest (rule ``balance``); loss_weights: weight each example's loss by the inverse frequency of its class."""
+    min_per_class: int = Field(10, ge=1)
+    """Warn when a class has fewer training examples than this: too few to learn it."""
+    min_test_per_class: int = Field(5, ge=1)
+    """Warn when a class has fewer test examples than this: too few to measure it."""
 
 
 class DataConfig(_Section):
@@ -144,7 +163,7 @@ class DataConfig(_Section):
     """Optional validation file; when set with ``test``, no split is made."""
     test: Path | None = None
     """Optional test file; when set with ``validation``, no split is made."""
-    format: Literal["auto", "text_label", "prompt_response", "qa", "alpaca", "messages", "sharegpt", "document_summary"] = "auto"
+    format: Literal["auto", "text_label", "prompt_response", "qa", "alpaca", "messages", "sharegpt", "document_summary", "text"] = "auto"
     """Row format; ``auto`` detects it from the fields of the first row."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Maps a format's field names to your column names, e.g. {text: utterance, label: intent}."""
@@ -164,6 +183,14 @@ class DataConfig(_Section):
     """Duplicates, conflicts and train/test leakage."""
     pii: PiiConfig = Field(default_factory=PiiConfig)
     """Personal data and secrets: redact, drop, or report."""
+    length_policy: Literal["truncate", "drop", "fail"] = "truncate"
+    """Examples over model.max_seq_len tokens: truncate (the prompt is cut from the left, the answer kept), drop (rule ``length``), or fail."""
+    balance: BalanceConfig = Field(default_factory=BalanceConfig)
+    """Class balance for classification."""
+    unreviewed: Literal["exclude", "include"] = "exclude"
+    """Generated rows still marked ``needs_review: true``: leave them out of training (rule ``needs_review``) or take them as they are."""
+    prepared: Path | None = None
+    """A folder written by ``tunesmith data prepare``; when set, its splits are used as they are and the files above are not read."""
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> DataConfig:
@@ -238,8 +265,6 @@ class EvalConfig(_Section):
     """Longest generated answer in tokens (greedy decoding)."""
     batch_size: int = Field(32, gt=0)
     """Prompts generated together (left-padded, with the KV cache)."""
-    strict: bool = False
-    """Fail (exit code 2) when any row is set aside, instead of training on the rows that are usable."""
     max_examples: int | None = Field(None, gt=0)
     """Evaluate on at most this many test examples; None uses the whole test split."""
     baseline: bool = True

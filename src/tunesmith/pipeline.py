@@ -7,7 +7,9 @@ records what they return in the run folder.
 from __future__ import annotations
 
 import json
+import random
 import time
+from dataclasses import replace
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,17 +17,19 @@ from typing import Any
 
 import torch
 
+from tunesmith.augment import Generated, Generator, LocalGenerator, OpenAIGenerator, augment
 from tunesmith.config import Config, config_to_yaml, load_config, resolve_path, resolve_paths
 from tunesmith.data.encode import encode_example, encode_prompt
 from tunesmith.data.examples import Example
-from tunesmith.data.io import write_jsonl
+from tunesmith.data.io import read_jsonl, write_jsonl
 from tunesmith.data.prepare import Splits, prepare_splits
+from tunesmith.dataprep import base_path, prepare_data, print_data_summary
 from tunesmith.evaluate.evaluator import EvalResult, evaluate_model
-from tunesmith.evaluate.generate import generate_greedy
+from tunesmith.evaluate.generate import generate_batched
 from tunesmith.evaluate.metrics import check_metric
 from tunesmith.errors import UserError
 from tunesmith.models.adapters import apply_adapter, check_adapter_method, load_adapter
-from tunesmith.models.load import LoadedModel, load_base_model
+from tunesmith.models.load import LoadedModel, load_base_model, load_tokenizer
 from tunesmith.models.resolve import resolve_base
 from tunesmith.report.build import build_report
 from tunesmith.report.markdown import render_markdown
@@ -45,10 +49,10 @@ def preflight(cfg: Config) -> None:
     check_adapter_method(cfg.adapter)
 
 
-def load_model(cfg: Config) -> LoadedModel:
-    """Resolve ``model.base`` to a local checkpoint and load it."""
+def load_model(cfg: Config, path: Path | None = None) -> LoadedModel:
+    """Load the base model from ``path``, or resolve ``model.base`` first."""
+    path = path or base_path(cfg)
     with console.status(f"Loading base model {cfg.model.base}"):
-        path = resolve_base(cfg.model.base, status=console.print)
         lm = load_base_model(path, cfg.model.precision, cfg.model.trust_remote_code)
     dtype = "bf16 autocast" if lm.autocast_dtype is not None else "fp32"
     console.print(f"Base model {cfg.model.base} loaded from {path} on {lm.device.type} ({dtype})")
@@ -74,27 +78,11 @@ def _resolved(cfg: Config, base_dir: Path) -> Config:
     out.project.runs_dir = resolve_path(base_dir, cfg.project.runs_dir).resolve()
     train = [p.resolve() for p in resolve_paths(base_dir, cfg.data.train)]
     out.data.train = train if isinstance(cfg.data.train, list) else train[0]
-    for key in ("validation", "test"):
+    for key in ("validation", "test", "prepared"):
         value = getattr(cfg.data, key)
         if value is not None:
             setattr(out.data, key, resolve_path(base_dir, value).resolve())
     return out
-
-
-def _print_data_summary(splits: Splits, folder: Path) -> None:
-    acc = splits.accounting()
-    console.print(f"Data: format {splits.format}; {acc['rows_read']} rows read, {acc['kept']} kept "
-                  f"{splits.counts()}, {acc['rejected']} set aside, {sum(acc['removed'].values())} removed")
-    for kind, n in acc["rejected_by_reason"].items():
-        console.print(f"  set aside {n}: {kind} (see {folder / 'rejected.jsonl'})")
-    for rule, n in acc["removed"].items():
-        console.print(f"  removed {n}: {rule} (see {folder / 'removed.jsonl'})")
-    if acc["pii"]:
-        console.print(f"  personal data and secrets ({acc['pii_policy']}): {acc['pii']}")
-    if acc["conflicts"]:
-        console.print(f"  {acc['conflicts']} inputs appear with different answers (conflicts)")
-    for warning in acc["warnings"]:
-        console.print(f"  warning: {warning}")
 
 
 def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, baseline: EvalResult | None,
@@ -106,8 +94,9 @@ def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, ba
     model_info = {"base": cfg.model.base, "path": str(lm.path), "device": lm.device.type,
                   "precision": "bf16 autocast" if lm.autocast_dtype is not None else "fp32"}
     manifest = splits.manifest()
-    data = {**splits.counts(), "format": splits.format, "labels": splits.labels,
-            "sha256": {k: v["sha256"] for k, v in manifest["splits"].items()}, "accounting": splits.accounting()}
+    data = {**splits.counts(), "format": splits.format, "labels": splits.labels, "data_hash": manifest["data_hash"],
+            "sha256": {k: v["sha256"] for k, v in manifest["splits"].items()}, "accounting": splits.accounting(),
+            "lengths": splits.lengths, "balance": splits.balance}
     report = build_report(cfg=cfg, run_id=run.id, model_info=model_info, data=data, baseline=baseline,
                           tuned=tuned, train=result, timings=timings)
     run.report_json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
@@ -139,12 +128,14 @@ def run_pipeline(cfg: Config, base_dir: Path) -> RunPaths:
     console.print(f"Run [bold]{run.id}[/] in {run.root}")
     timings: dict[str, float] = {}
     try:
+        with _timed(timings, "resolve model"):
+            path = base_path(cfg)
         with _timed(timings, "data"):
-            splits = prepare_splits(cfg, base_dir)
+            splits = prepare_data(cfg, base_dir, path)
             splits.save(run.data)
-        _print_data_summary(splits, run.data)
+        print_data_summary(splits, run.data)
         with _timed(timings, "load model"):
-            lm = load_model(cfg)
+            lm = load_model(cfg, path)
         baseline = None
         if cfg.eval.baseline:
             with _timed(timings, "baseline eval"):
@@ -153,7 +144,9 @@ def run_pipeline(cfg: Config, base_dir: Path) -> RunPaths:
         with _timed(timings, "train"):
             torch.manual_seed(cfg.project.seed)
             lm.model = apply_adapter(lm.model, cfg.adapter)
-            enc = [encode_example(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len) for ex in splits.train]
+            weights = splits.class_weights or {}
+            enc = [replace(encode_example(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len),
+                           weight=weights.get(ex.label or "", 1.0)) for ex in splits.train]
             val = [encode_example(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len) for ex in splits.validation]
             result = train_adapter(lm, enc, val, cfg.train, seed=cfg.project.seed, metrics_path=run.metrics,
                                    on_eval=lambda s, v: console.print(f"  step {s}: validation loss {v:.4f}"))
@@ -166,6 +159,47 @@ def run_pipeline(cfg: Config, base_dir: Path) -> RunPaths:
         raise
     write_status(run, "completed", verdict=report["verdict"])
     return run
+
+
+def make_generator(cfg: Config, generator: str, endpoint: str | None, model: str | None,
+                   api_key_env: str) -> Generator:
+    """The generator named on the command line: ``base``, a local model folder, or ``openai`` (with endpoint and model).
+
+    Raises:
+        UserError: ``openai`` without an endpoint or model.
+    """
+    if generator == "openai":
+        if not endpoint or not model:
+            raise UserError("--generator openai needs --endpoint URL and --model NAME")
+        return OpenAIGenerator(endpoint, model, api_key_env)
+    path = base_path(cfg) if generator == "base" else resolve_base(generator, status=console.print)
+    lm = load_base_model(path, cfg.model.precision, cfg.model.trust_remote_code)
+    return LocalGenerator(lm, name=cfg.model.base if generator == "base" else generator)
+
+
+def augment_data(cfg: Config, base_dir: Path, generator: Generator, out: Path, *, paraphrases: int, new: int,
+                 temperature: float, max_seeds: int | None, append: bool) -> Generated:
+    """Generate rows from the training split and write them (``needs_review: true``) to ``out``.
+
+    Dropped candidates go to ``<out>.filtered.jsonl`` with their reason.
+
+    Raises:
+        UserError: ``out`` exists and ``append`` is off, or nothing was asked for.
+    """
+    if not paraphrases and not new:
+        raise UserError("ask for --paraphrases N (per seed) and/or --new N")
+    if out.exists() and not append:
+        raise UserError(f"{out} exists: pass --append to add to it, or choose another --out")
+    splits = prepare_splits(cfg, base_dir, require_test=False)
+    seeds = splits.train
+    if max_seeds is not None and len(seeds) > max_seeds:
+        seeds = random.Random(cfg.project.seed).sample(seeds, max_seeds)
+    result = augment(seeds, generator, splits.format, cfg.data.columns, paraphrases=paraphrases, new=new,
+                     seed=cfg.project.seed, temperature=temperature, system_prompt=splits.system_prompt, dedup=cfg.data.dedup)
+    previous = read_jsonl(out) if out.exists() else []
+    write_jsonl(out, previous + result.rows)
+    write_jsonl(out.with_name(out.stem + ".filtered.jsonl"), result.filtered)
+    return result
 
 
 def load_run(ref: str, runs_dir: Path) -> tuple[RunPaths, Config, Splits]:
@@ -192,8 +226,9 @@ def evaluate_run(run: RunPaths, cfg: Config, splits: Splits, *, base: bool) -> E
 def evaluate_base(cfg: Config, base_dir: Path) -> EvalResult:
     """Evaluate the untuned base model on the test split the config produces, without a run."""
     preflight(cfg)
-    splits = prepare_splits(cfg, base_dir)
-    return evaluate_split(load_model(cfg), splits, cfg, "base")
+    path = base_path(cfg)
+    splits = prepare_data(cfg, base_dir, path)
+    return evaluate_split(load_model(cfg, path), splits, cfg, "base")
 
 
 def chat_once(run: RunPaths, cfg: Config, splits: Splits, prompt: str, max_new_tokens: int | None = None) -> str:
@@ -207,4 +242,4 @@ def chat_once(run: RunPaths, cfg: Config, splits: Splits, prompt: str, max_new_t
     lm = load_model(cfg)
     lm.model = load_adapter(lm.model, run.adapter)
     ids = encode_prompt(lm.tokenizer, Example(id="chat", prompt=prompt, target=""), splits.system_prompt, cfg.model.max_seq_len)
-    return generate_greedy(lm, [ids], max_new_tokens or cfg.eval.max_new_tokens, 1, label="chat")[0]
+    return generate_batched(lm, [ids], max_new_tokens or cfg.eval.max_new_tokens, 1, label="chat")[0]

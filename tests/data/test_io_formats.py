@@ -23,6 +23,7 @@ from tunesmith.errors import DataError
         ("document_summary", {"document": "d", "summary": "s"}, "d", "s", None),
         ("alpaca", {"instruction": "i", "input": "x", "output": "o"}, "i\n\nx", "o", None),
         ("alpaca", {"instruction": "i", "input": "", "output": "o"}, "i", "o", None),
+        ("text", {"text": "one two three four five"}, "one two", "three four five", None),
     ],
 )
 def test_each_format_builds_examples(fmt, row, prompt, target, label):
@@ -137,3 +138,10 @@ def test_unusable_paths(tmp_path, name, message):
         (tmp_path / name).write_text("a")
     with pytest.raises(DataError, match=message):
         load_examples(tmp_path / name, "auto", {})
+
+
+def test_plain_text_is_detected_and_text_with_label_stays_labelled():
+    assert detect_format({"text"}, {}) == "text"
+    assert detect_format({"text", "label"}, {}) == "text_label"
+    ex = row_to_example(FORMATS["text"], {"text": "The quick brown fox"}, {}, path="f.jsonl", line=1)
+    assert ex.plain and ex.prompt + " " + ex.target == "The quick brown fox"

@@ -8,8 +8,9 @@ import pytest
 
 from tunesmith.config import PiiConfig
 from tunesmith.data.examples import Example
-from tunesmith.data.pii import PII_TYPES, find_pii, redact
+from tunesmith.data.pii import PII_TYPES, Span, find_pii, redact
 from tunesmith.data.quality import scrub_pii
+from tunesmith.errors import DataError
 
 LABELLED = Path(__file__).parent / "fixtures" / "pii_labelled.jsonl"  # made by scripts/make_pii_testset.py
 
@@ -50,3 +51,26 @@ def test_policies(policy, kept, removed, prompt):
         assert out[0].prompt == prompt
     assert counts == (Counter() if policy == "off" else Counter({"EMAIL": 1}))
     assert all(r.rule == "pii" for r in dropped)
+
+
+def test_named_entities_merge_with_patterns_without_overlap():
+    text = "Ask Jane Doe at jane@example.com in Leeds."
+
+    def ner(t):  # a stand-in for an NER model's output on this sentence
+        return [Span("PERSON", 4, 12, "Jane Doe"), Span("PERSON", 16, 20, "jane"), Span("LOCATION", 36, 41, "Leeds")]
+
+    spans = find_pii(text, ner=ner)
+    assert [(s.type, s.value) for s in spans] == [("PERSON", "Jane Doe"), ("EMAIL", "jane@example.com"), ("LOCATION", "Leeds")]
+    assert redact(text, spans) == "Ask <PERSON> at <EMAIL> in <LOCATION>."
+    assert [s.type for s in find_pii(text, types=["EMAIL", "PERSON"], ner=ner)] == ["PERSON", "EMAIL"]
+
+
+def test_presidio_backend_missing_is_a_clear_error():
+    try:
+        import presidio_analyzer  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("presidio is installed here")
+    with pytest.raises(DataError, match="presidio-analyzer is not installed"):
+        scrub_pii([Example(id="1", prompt="hi", target="x")], PiiConfig(ner="presidio"), "train")

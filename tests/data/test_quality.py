@@ -34,8 +34,9 @@ def ex(i, prompt, target="a"):
 
 
 def test_exact_and_near_duplicates_keep_the_first():
-    rows = [ex(1, "Where is my new card? It has not arrived."), ex(2, "where is my new card?? it has NOT arrived"),
-            ex(3, "Where is my new card? It has not arrived yet."), ex(4, "How do I change my PIN?")]
+    # rows 1 and 3 share 92% of their shingles (threshold 0.85)
+    long = "Where is my new card? I ordered it two weeks ago, the app says it was shipped, and it has still not arrived at my home"
+    rows = [ex(1, long + "."), ex(2, long.lower() + "!!"), ex(3, long + " yet."), ex(4, "How do I change my PIN?")]
     kept, removed, conflicts = deduplicate(rows, DedupConfig(), "train")
     assert [e.id for e in kept] == ["1", "4"]
     assert {(r.id, r.rule, r.kept_id) for r in removed} == {("2", "duplicate_exact", "1"), ("3", "duplicate_near", "1")}

@@ -7,7 +7,7 @@ from tunesmith.config import EvalConfig
 from tunesmith.data.encode import encode_prompt
 from tunesmith.data.examples import Example
 from tunesmith.evaluate.evaluator import evaluate_model
-from tunesmith.evaluate.generate import generate_greedy
+from tunesmith.evaluate.generate import generate_batched
 from tunesmith.models.load import load_base_model
 
 PROMPTS = ["Where is my card?", "My PIN is blocked and I typed the wrong pin three times.", "Rate?", "What exchange rate do you use?"]
@@ -17,7 +17,7 @@ def test_batched_left_padded_generation_equals_one_at_a_time(tiny_model_dir):
     lm = load_base_model(tiny_model_dir)
     ids = [encode_prompt(lm.tokenizer, Example(id=str(i), prompt=p, target=""), "Classify.", 128)
            for i, p in enumerate(PROMPTS)]
-    batched = generate_greedy(lm, ids, max_new_tokens=6, batch_size=4)
+    batched = generate_batched(lm, ids, max_new_tokens=6, batch_size=4)
     single = []
     for p in ids:
         out = lm.model.generate(input_ids=torch.tensor([p]), max_new_tokens=6, do_sample=False,

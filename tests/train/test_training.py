@@ -1,6 +1,7 @@
 """The loss, batching and the training loop on the tiny model."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -104,3 +105,15 @@ def test_grad_accumulation_matches_a_big_batch(tiny_model_dir, tiny_tokenizer):
     for name in results[0]:
         # Adam normalises each coordinate, so near-zero gradients magnify rounding: allow 1% of one step (lr).
         torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-4, atol=1e-4)
+
+
+def test_loss_weights_scale_each_examples_tokens(tiny_model_dir, tiny_tokenizer):
+    lm = load_base_model(tiny_model_dir)
+    enc = encode_all(tiny_tokenizer, examples(1)[:2])
+    pad = tiny_tokenizer.pad_token_id
+    parts = [completion_loss(lm.model, collate([e], pad))[0] for e in enc]
+    weighted = [replace(e, weight=w) for e, w in zip(enc, (0.5, 3.0))]
+    batch = collate(weighted, pad)
+    assert batch["weights"].tolist() == [0.5, 3.0] and "weights" not in collate(enc, pad)
+    total, _ = completion_loss(lm.model, batch)
+    torch.testing.assert_close(total, 0.5 * parts[0] + 3.0 * parts[1], rtol=1e-4, atol=1e-4)

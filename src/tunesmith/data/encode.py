@@ -18,11 +18,13 @@ class Encoded:
         input_ids: Prompt followed by completion.
         labels: ``IGNORE_INDEX`` on prompt tokens, the token id on completion tokens.
         truncated: Whether the prompt or completion was cut to fit ``max_len``.
+        weight: Multiplies this example's token losses (class balance by loss weights).
     """
 
     input_ids: list[int]
     labels: list[int]
     truncated: bool
+    weight: float = 1.0
 
     @property
     def n_completion(self) -> int:
@@ -45,12 +47,16 @@ def messages_for(example: Example, system_prompt: str | None) -> list[dict[str, 
 
 
 def render_prompt_text(tokenizer: Any, example: Example, system_prompt: str | None) -> str:
-    """The prompt as text, ending where the assistant's answer begins."""
+    """The prompt as text, ending where the assistant's answer begins (plain text: its first half, as is)."""
+    if example.plain:
+        return example.prompt
     return tokenizer.apply_chat_template(messages_for(example, system_prompt), tokenize=False, add_generation_prompt=True)
 
 
 def render_completion_text(tokenizer: Any, example: Example, system_prompt: str | None) -> str:
     """The text the chat template puts after the prompt for the reference answer (end-of-turn included)."""
+    if example.plain:
+        return (" " if example.prompt else "") + example.target + (tokenizer.eos_token or "")
     msgs = messages_for(example, system_prompt)
     prompt = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": example.target}], tokenize=False)
@@ -85,6 +91,11 @@ def encode_example(tokenizer: Any, example: Example, system_prompt: str | None, 
         multi = _encode_turns(tokenizer, _conversation(example, system_prompt), max_len)
         if multi is not None:
             return multi
+    if example.plain:
+        # Continued pre-training: the whole text is learnt; longer texts keep their first max_len tokens.
+        text = render_prompt_text(tokenizer, example, None) + render_completion_text(tokenizer, example, None)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return Encoded(ids[:max_len], ids[:max_len], len(ids) > max_len)
     prompt_ids = tokenizer(render_prompt_text(tokenizer, example, system_prompt), add_special_tokens=False)["input_ids"]
     comp_ids = tokenizer(render_completion_text(tokenizer, example, system_prompt), add_special_tokens=False)["input_ids"]
     truncated = False
@@ -120,3 +131,23 @@ def _encode_turns(tokenizer: Any, conversation: list[dict[str, str]], max_len: i
         done = full
     truncated = len(ids) > max_len
     return Encoded(ids[-max_len:], labels[-max_len:], truncated)
+
+
+def render_preview(tokenizer: Any, example: Example, system_prompt: str | None, max_len: int) -> dict[str, str]:
+    """One example decoded from the very token ids training uses, and the part of it that carries loss.
+
+    Returns:
+        ``{"id", "text", "loss_on"}``: the full sequence as text (special tokens shown) and the
+        labelled tokens as text (several answers of a conversation are separated by `` … ``).
+    """
+    enc = encode_example(tokenizer, example, system_prompt, max_len)
+    pieces, run = [], []
+    for tok, lab in zip(enc.input_ids, enc.labels):
+        if lab != IGNORE_INDEX:
+            run.append(tok)
+        elif run:
+            pieces.append(tokenizer.decode(run))
+            run = []
+    if run:
+        pieces.append(tokenizer.decode(run))
+    return {"id": example.id, "text": tokenizer.decode(enc.input_ids), "loss_on": " … ".join(pieces)}

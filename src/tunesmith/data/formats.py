@@ -5,6 +5,7 @@ Adding a format means one :func:`register_format` call here and one test row.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,9 @@ class DataFormat:
         tasks: Tasks this format is natural for; used only to order auto-detection.
         conversation: For chat formats, the (role key, content key, role map) of the turns held
             in the single required field; None for flat formats.
+        plain: Plain text for continued pre-training (no chat template, loss on every token).
+        to_row: Turns an Example back into a row of this format (format field names), for
+            generated examples written next to the user's own data.
     """
 
     name: str
@@ -33,6 +37,8 @@ class DataFormat:
     build: Callable[[dict[str, str]], tuple[str, str, str | None]]
     tasks: tuple[str, ...]
     conversation: tuple[str, str, dict[str, str]] | None = None
+    plain: bool = False
+    to_row: Callable[[Example], dict[str, Any]] | None = None
 
 
 FORMATS: dict[str, DataFormat] = {}
@@ -55,19 +61,61 @@ def _qa_prompt(f: dict[str, str]) -> str:
     return f"Context: {ctx}\n\nQuestion: {f['question']}" if ctx else f["question"]
 
 
-register_format(DataFormat("text_label", ("text", "label"), (), lambda f: (f["text"], f["label"], f["label"]), ("classification",)))
-register_format(DataFormat("prompt_response", ("prompt", "response"), ("system",), lambda f: (f["prompt"], f["response"], None), ("generation",)))
-register_format(DataFormat("qa", ("question", "answer"), ("context",), lambda f: (_qa_prompt(f), f["answer"], None), ("qa",)))
+def _qa_row(ex: Example) -> dict[str, Any]:
+    m = re.fullmatch(r"Context: (.*)\n\nQuestion: (.*)", ex.prompt, flags=re.S)
+    return {"context": m.group(1), "question": m.group(2), "answer": ex.target} if m else {"question": ex.prompt, "answer": ex.target}
+
+
+def _chat_row(field: str, role_key: str, content_key: str, roles: dict[str, str]) -> Callable[[Example], dict[str, Any]]:
+    def to_row(ex: Example) -> dict[str, Any]:
+        turns = ([{"role": "system", "content": ex.system}] if ex.system else []) + (
+            ex.turns or [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.target}])
+        return {field: [{role_key: roles[t["role"]], content_key: t["content"]} for t in turns]}
+    return to_row
+
+
+register_format(DataFormat("text_label", ("text", "label"), (), lambda f: (f["text"], f["label"], f["label"]), ("classification",),
+                           to_row=lambda ex: {"text": ex.prompt, "label": ex.label}))
+register_format(DataFormat("prompt_response", ("prompt", "response"), ("system",), lambda f: (f["prompt"], f["response"], None), ("generation",),
+                           to_row=lambda ex: {"prompt": ex.prompt, "response": ex.target, **({"system": ex.system} if ex.system else {})}))
+register_format(DataFormat("qa", ("question", "answer"), ("context",), lambda f: (_qa_prompt(f), f["answer"], None), ("qa",), to_row=_qa_row))
 register_format(DataFormat("alpaca", ("instruction", "output"), ("input",),
                             lambda f: (f"{f['instruction']}\n\n{f['input']}" if f.get("input") else f["instruction"],
-                                       f["output"], None), ("generation",)))
+                                       f["output"], None), ("generation",),
+                           to_row=lambda ex: {"instruction": ex.prompt, "output": ex.target}))
 _last_turns = lambda f: (f["prompt"], f["target"], None)  # noqa: E731 - conversations are built in _conversation
 register_format(DataFormat("messages", ("messages",), (), _last_turns, ("generation",),
-                           ("role", "content", {"system": "system", "user": "user", "assistant": "assistant"})))
+                           ("role", "content", {"system": "system", "user": "user", "assistant": "assistant"}),
+                           to_row=_chat_row("messages", "role", "content", {"system": "system", "user": "user", "assistant": "assistant"})))
 register_format(DataFormat("sharegpt", ("conversations",), (), _last_turns, ("generation",),
                            ("from", "value", {"system": "system", "human": "user", "user": "user",
-                                              "gpt": "assistant", "assistant": "assistant"})))
-register_format(DataFormat("document_summary", ("document", "summary"), (), lambda f: (f["document"], f["summary"], None), ("summarization",)))
+                                              "gpt": "assistant", "assistant": "assistant"}),
+                           to_row=_chat_row("conversations", "from", "value", {"system": "system", "user": "human", "assistant": "gpt"})))
+
+
+def _halves(f: dict[str, str]) -> tuple[str, str, None]:
+    words = f["text"].split(" ")
+    cut = max(1, len(words) // 2) if len(words) > 1 else 0
+    return " ".join(words[:cut]), " ".join(words[cut:]) if cut else f["text"], None
+
+
+register_format(DataFormat("text", ("text",), (), _halves, ("generation",), plain=True,
+                           to_row=lambda ex: {"text": f"{ex.prompt} {ex.target}".strip()}))
+register_format(DataFormat("document_summary", ("document", "summary"), (), lambda f: (f["document"], f["summary"], None), ("summarization",),
+                           to_row=lambda ex: {"document": ex.prompt, "summary": ex.target}))
+
+
+def example_to_row(fmt_name: str, ex: Example, columns: dict[str, str]) -> dict[str, Any]:
+    """An Example as a row of the named format, with the user's column names.
+
+    Raises:
+        KeyError: The format is not registered.
+        ValueError: The format cannot write rows.
+    """
+    fmt = FORMATS[fmt_name]
+    if fmt.to_row is None:
+        raise ValueError(f"data format {fmt_name!r} cannot write rows")
+    return {columns.get(k, k): v for k, v in fmt.to_row(ex).items()}
 
 
 def detect_format(keys: set[str], columns: dict[str, str]) -> str:
@@ -83,7 +131,9 @@ def detect_format(keys: set[str], columns: dict[str, str]) -> str:
     Raises:
         DataError: No format or more than one fits.
     """
-    fits = [f.name for f in FORMATS.values() if all(columns.get(r, r) in keys for r in f.required)]
+    fitting = [f for f in FORMATS.values() if all(columns.get(r, r) in keys for r in f.required)]
+    # A row with text and label is labelled data, not plain text: the format needing more fields wins.
+    fits = [f.name for f in fitting if not any(set(f.required) < set(g.required) for g in fitting)]
     if len(fits) == 1:
         return fits[0]
     if not fits:
@@ -128,7 +178,7 @@ def row_to_example(fmt: DataFormat, row: dict[str, Any], columns: dict[str, str]
     meta = {k: v for k, v in row.items() if k not in used and k != "id"}
     ex_id = str(row["id"]) if row.get("id") is not None else f"{getattr(path, 'name', path)}:{line}"
     return Example(id=ex_id, prompt=prompt, target=target, label=label, system=fields.get("system"), meta=meta,
-                   source=getattr(path, "name", str(path)), line=line)
+                   source=getattr(path, "name", str(path)), line=line, plain=fmt.plain)
 
 
 def _conversation_example(fmt: DataFormat, row: dict[str, Any], columns: dict[str, str], *, path: object,

@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.config import Config, resolve_path, resolve_paths
+from tunesmith.data.balance import balance_train
+from tunesmith.data.encode import render_preview
 from tunesmith.data.examples import Example, Rejected, examples_hash
 from tunesmith.data.formats import FORMATS, detect_format, row_to_example
 from tunesmith.data.io import data_files, read_jsonl, read_records, write_jsonl
+from tunesmith.data.lengths import TokenCounter, apply_length_policy, token_lengths
 from tunesmith.data.quality import Removed, clean_example, deduplicate, find_leakage, scrub_pii
 from tunesmith.data.split import split_examples
 from tunesmith.errors import DataError
@@ -47,6 +50,13 @@ class Splits:
         leakage_found: Evaluation examples that nearly duplicate a training input.
         pii: Personal data and secrets found, by type.
         pii_policy: What was done with them.
+        columns: The format's fields and the columns they were read from.
+        lengths: Token-length summary per split (when a tokenizer was given).
+        length_values: Every kept example's token length, for the histogram.
+        balance: Label counts of the training split, imbalance ratio and strategy (classification).
+        class_weights: Loss weight per label under ``balance.strategy: loss_weights``, else None.
+        oversampled: Copies added to the training split by oversampling (not rows read).
+        preview: One training example rendered exactly as training sees it, and the part that carries loss.
     """
 
     train: list[Example]
@@ -64,11 +74,18 @@ class Splits:
     leakage_found: int = 0
     pii: dict[str, int] = field(default_factory=dict)
     pii_policy: str = "redact"
+    columns: dict[str, str] = field(default_factory=dict)
+    lengths: dict[str, Any] = field(default_factory=dict)
+    length_values: list[int] = field(default_factory=list)
+    balance: dict[str, Any] = field(default_factory=dict)
+    class_weights: dict[str, float] | None = None
+    oversampled: int = 0
+    preview: dict[str, str] | None = None
 
     def accounting(self) -> dict[str, Any]:
         """Where every row read went: ``rows_read == kept + rejected + sum(removed.values())``."""
-        kept = len(self.train) + len(self.validation) + len(self.test)
-        return {"rows_read": self.rows_read, "kept": kept, "rejected": len(self.rejected),
+        kept = len(self.train) + len(self.validation) + len(self.test) - self.oversampled
+        return {"rows_read": self.rows_read, "kept": kept, "oversampled": self.oversampled, "rejected": len(self.rejected),
                 "rejected_by_reason": dict(Counter(r.kind for r in self.rejected).most_common()),
                 "removed": dict(Counter(r.rule for r in self.removed_rows).most_common()),
                 "conflicts": self.conflicts, "leakage_found": self.leakage_found,
@@ -77,27 +94,54 @@ class Splits:
     def manifest(self) -> dict[str, Any]:
         """Counts, hashes and label distribution of each split."""
         out: dict[str, Any] = {"format": self.format, "sources": self.sources, "splits": {}}
+        hashes = self.split_hashes()
         for name, part in (("train", self.train), ("validation", self.validation), ("test", self.test)):
-            entry: dict[str, Any] = {"count": len(part), "sha256": examples_hash(part)}
+            entry: dict[str, Any] = {"count": len(part), "sha256": hashes[name]}
             if self.labels is not None:
                 entry["labels"] = dict(sorted(Counter(ex.label for ex in part).items()))
             out["splits"][name] = entry
+        out["data_hash"] = self.data_hash(hashes)
         out["labels"] = self.labels
         out["system_prompt"] = self.system_prompt
+        out["columns"] = self.columns
         out["accounting"] = self.accounting()
+        out["lengths"] = self.lengths
+        out["balance"] = self.balance
+        out["class_weights"] = self.class_weights
+        out["preview"] = self.preview
         return out
+
+    def split_hashes(self) -> dict[str, str]:
+        """SHA-256 of each split's content, order included."""
+        return {"train": examples_hash(self.train), "validation": examples_hash(self.validation),
+                "test": examples_hash(self.test)}
+
+    def data_hash(self, split_hashes: dict[str, str] | None = None) -> str:
+        """One SHA-256 over the three splits' contents and the system prompt: the data version a run records."""
+        hashes = split_hashes or self.split_hashes()
+        h = hashlib.sha256()
+        for name in ("train", "validation", "test"):
+            h.update(hashes[name].encode())
+        h.update((self.system_prompt or "").encode())
+        return h.hexdigest()
 
     def counts(self) -> dict[str, int]:
         """Number of examples per split."""
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
 
-    def save(self, folder: Path) -> None:
-        """Write each split as JSONL and the manifest as JSON into ``folder``."""
+    def save(self, folder: Path) -> dict[str, Any]:
+        """Write each split as JSONL and the manifest as JSON into ``folder``.
+
+        Returns:
+            The manifest written.
+        """
         folder.mkdir(parents=True, exist_ok=True)
         for name, rows in (("train", self.train), ("validation", self.validation), ("test", self.test),
                            ("rejected", self.rejected), ("removed", self.removed_rows)):
             write_jsonl(folder / f"{name}.jsonl", (r.to_dict() for r in rows))
-        (folder / "manifest.json").write_text(json.dumps(self.manifest(), indent=2, ensure_ascii=False))
+        manifest = self.manifest()
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        return manifest
 
     @classmethod
     def load(cls, folder: Path) -> Splits:
@@ -119,7 +163,9 @@ class Splits:
         return cls(parts["train"], parts["validation"], parts["test"], manifest["format"],
                    manifest.get("labels"), manifest.get("system_prompt"), manifest.get("sources", []),
                    rejected, acc.get("rows_read", 0), removed, acc.get("warnings", []),
-                   acc.get("conflicts", 0), acc.get("leakage_found", 0), acc.get("pii", {}), acc.get("pii_policy", "redact"))
+                   acc.get("conflicts", 0), acc.get("leakage_found", 0), acc.get("pii", {}), acc.get("pii_policy", "redact"),
+                   manifest.get("columns", {}), manifest.get("lengths", {}), [], manifest.get("balance", {}),
+                   manifest.get("class_weights"), acc.get("oversampled", 0), manifest.get("preview"))
 
 
 def _sha256(path: Path) -> str:
@@ -209,34 +255,47 @@ def render_system_prompt(template: str | None, labels: list[str] | None) -> str 
     return template.replace("{labels}", ", ".join(labels or []))
 
 
-def prepare_splits(cfg: Config, base_dir: Path, require_test: bool = True) -> Splits:
+def prepare_splits(cfg: Config, base_dir: Path, require_test: bool = True, tokenizer: Any = None) -> Splits:
     """Load the configured data and produce the three splits.
 
     Args:
         cfg: The project config.
         base_dir: Folder that relative data paths are resolved against.
         require_test: Fail when the test split ends up empty (training needs one; a data check does not).
+        tokenizer: The model's tokenizer; with it, token lengths are measured, ``data.length_policy``
+            applied and one example rendered as a preview.
 
     Returns:
         The splits, deterministic for the same files, config and seed.
 
     Raises:
-        DataError: A file or row is invalid, a split is empty, or a label is unknown.
+        DataError: A file or row is invalid, a split is empty, a label is unknown, or (``length_policy:
+            fail``) an example is too long.
     """
     d = cfg.data
+    if d.prepared is not None:
+        return _load_prepared(resolve_path(base_dir, d.prepared), require_test)
     task = cfg.objective.task
     train_paths = resolve_paths(base_dir, d.train)
     train_path = train_paths[0]
     loaded = [load_examples(train_paths, d.format, d.columns, "train")]
     fmt_name = loaded[0].format
     removed_rows: list[Removed] = []
+    warnings: list[str] = []
     conflicts = 0
     pii: Counter[str] = Counter()
+    counter = TokenCounter(tokenizer) if tokenizer is not None else None
 
     def gate(examples: list[Example], name: str) -> list[Example]:
         nonlocal conflicts
+        if d.unreviewed == "exclude":
+            waiting = [ex for ex in examples if ex.meta.get("needs_review") is True]
+            removed_rows.extend(Removed("needs_review", ex.id, name, None, ex.to_dict()) for ex in waiting)
+            examples = [ex for ex in examples if ex.meta.get("needs_review") is not True]
         cleaned = [clean_example(ex, d.clean) for ex in examples]
         scrubbed, dropped, found = scrub_pii(cleaned, d.pii, name)
+        if counter is not None:
+            counter.submit(scrubbed)  # counted in the background while duplicates and leakage are checked
         kept, removed, n_conflicts = deduplicate(scrubbed, d.dedup, name)
         removed_rows.extend(dropped + removed)
         conflicts += n_conflicts
@@ -285,16 +344,58 @@ def prepare_splits(cfg: Config, base_dir: Path, require_test: bool = True) -> Sp
         train, validation, test = kept["train"], kept["validation"], kept["test"]
     if d.strict and rejected:
         raise DataError(_strict_message(rejected))
+    template = d.system_prompt if d.system_prompt is not None else DEFAULT_SYSTEM_PROMPT[task]
+    system_prompt = None if FORMATS[fmt_name].plain else render_system_prompt(template, labels)
+
+    lengths: dict[str, Any] = {}
+    length_values: list[int] = []
+    preview = None
+    if tokenizer is not None:
+        parts = {"train": train, "validation": validation, "test": test}
+        for name, part in parts.items():
+            stats = token_lengths(tokenizer, part, system_prompt, cfg.model.max_seq_len, counter)
+            parts[name], dropped = apply_length_policy(part, stats, d.length_policy, name)
+            removed_rows += [Removed("length", ex.id, name, None, ex.to_dict()) for ex in dropped]
+            lengths[name] = {**stats.summary(), "policy": d.length_policy}
+            length_values += stats.lengths
+        train, validation, test = parts["train"], parts["validation"], parts["test"]
+        if train:
+            preview = render_preview(tokenizer, train[0], system_prompt, cfg.model.max_seq_len)
+
+    balance: dict[str, Any] = {}
+    class_weights, copies = None, 0
+    if labels is not None:
+        bal = balance_train(train, test, labels, d.balance, cfg.project.seed)
+        train, copies, class_weights, balance = bal.train, bal.copies, bal.class_weights, bal.report
+        removed_rows += [Removed("balance", ex.id, "train", None, ex.to_dict()) for ex in bal.dropped]
+        warnings += bal.warnings
     if not train:
         raise DataError(f"no usable training rows ({_rejected_summary(rejected)})", path=train_path)
     if not test and require_test:
         raise DataError("the test split is empty: add data or raise data.split.test", path=train_path)
-    template = d.system_prompt if d.system_prompt is not None else DEFAULT_SYSTEM_PROMPT[task]
     sources = [src for part in loaded for src in part.sources]
-    return Splits(train, validation, test, fmt_name, labels, render_system_prompt(template, labels), sources,
+    fmt = FORMATS[fmt_name]
+    return Splits(train, validation, test, fmt_name, labels, system_prompt, sources,
                   rejected=rejected, rows_read=sum(part.rows_read for part in loaded), removed_rows=removed_rows,
-                  warnings=[w for part in loaded for w in part.warnings], conflicts=conflicts, leakage_found=leaks,
-                  pii=dict(pii.most_common()), pii_policy=d.pii.policy)
+                  warnings=[w for part in loaded for w in part.warnings] + warnings, conflicts=conflicts,
+                  leakage_found=leaks, pii=dict(pii.most_common()), pii_policy=d.pii.policy,
+                  columns={f: d.columns.get(f, f) for f in fmt.required + fmt.optional}, lengths=lengths,
+                  length_values=length_values, balance=balance, class_weights=class_weights, oversampled=copies,
+                  preview=preview)
+
+
+def _load_prepared(folder: Path, require_test: bool) -> Splits:
+    """Splits written by ``tunesmith data prepare``.
+
+    Raises:
+        DataError: The folder holds no prepared splits, or (when required) no test examples.
+    """
+    splits = Splits.load(folder)
+    if not splits.train:
+        raise DataError("the prepared training split is empty", path=folder / "train.jsonl")
+    if require_test and not splits.test:
+        raise DataError("the prepared test split is empty", path=folder / "test.jsonl")
+    return splits
 
 
 def _rejected_summary(rejected: list[Rejected]) -> str:

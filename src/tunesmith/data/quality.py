@@ -7,7 +7,6 @@ and the example it duplicates, so the accounting of rows read always adds up.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 import string
 import unicodedata
@@ -16,11 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from datasketch import MinHash, MinHashLSH
 
 from tunesmith.config import CleanConfig, DedupConfig, PiiConfig
 from tunesmith.data.examples import Example
-from tunesmith.data.pii import find_pii, redact
+from tunesmith.data.minhash import BandIndex, signatures
+from tunesmith.data.pii import find_pii, presidio_detector, redact
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
@@ -91,13 +90,14 @@ def scrub_pii(examples: Sequence[Example], cfg: PiiConfig, split: str) -> tuple[
     counts: Counter[str] = Counter()
     if cfg.policy == "off":
         return list(examples), [], counts
+    ner = presidio_detector(cfg.ner_language, cfg.ner_score) if cfg.ner == "presidio" else None
     kept, removed = [], []
     for ex in examples:
         texts = {"prompt": ex.prompt, "system": ex.system or ""}
         if ex.label is None:
             texts["target"] = ex.target
-        spans = {k: find_pii(v, cfg.types) for k, v in texts.items()}
-        turn_spans = [find_pii(t["content"], cfg.types) for t in ex.turns] if ex.turns else []
+        spans = {k: find_pii(v, cfg.types, ner) for k, v in texts.items()}
+        turn_spans = [find_pii(t["content"], cfg.types, ner) for t in ex.turns] if ex.turns else []
         found = [sp for group in [*spans.values(), *turn_spans] for sp in group]
         counts.update(sp.type for sp in found)
         if not found or cfg.policy == "report":
@@ -123,22 +123,6 @@ def _input_of(ex: Example) -> str:
     return _key(" ".join([ex.system or "", *(t["content"] for t in turns), ex.prompt]))
 
 
-@functools.cache
-def _template(num_perm: int) -> MinHash:
-    # Drawing the permutations is a third of the cost of a fresh MinHash; they depend only on the seed.
-    return MinHash(num_perm=num_perm, seed=1)
-
-
-def _minhash(text: str, cfg: DedupConfig) -> MinHash:
-    padded = f" {text} "
-    n = cfg.shingle_chars
-    shingles = {padded[i : i + n] for i in range(max(1, len(padded) - n + 1))}
-    template = _template(cfg.num_perm)
-    mh = MinHash(num_perm=cfg.num_perm, seed=1, permutations=template.permutations, scheme=template.scheme)
-    mh.update_batch([s.encode() for s in shingles])
-    return mh
-
-
 def deduplicate(examples: Sequence[Example], cfg: DedupConfig, split: str) -> tuple[list[Example], list[Removed], int]:
     """Remove exact and near duplicates (first occurrence kept) and flag conflicting answers.
 
@@ -150,7 +134,7 @@ def deduplicate(examples: Sequence[Example], cfg: DedupConfig, split: str) -> tu
     Returns:
         (kept examples, removed rows, number of conflicting inputs found).
     """
-    kept: list[Example] = []
+    kept: list[tuple[Example, str, str]] = []  # with normalised input and answer, computed once
     removed: list[Removed] = []
     seen: dict[tuple[str, str], str] = {}
     answers_by_input: dict[str, dict[str, str]] = defaultdict(dict)
@@ -161,26 +145,25 @@ def deduplicate(examples: Sequence[Example], cfg: DedupConfig, split: str) -> tu
             continue
         seen[(inp, ans)] = ex.id
         answers_by_input[inp].setdefault(ans, ex.id)
-        kept.append(ex)
+        kept.append((ex, inp, ans))
     conflicting = {inp for inp, answers in answers_by_input.items() if len(answers) > 1}
     if conflicting and cfg.conflicts == "drop":
         first_of = {inp: next(iter(a.values())) for inp, a in answers_by_input.items()}
-        removed += [Removed("conflict", ex.id, split, first_of[_input_of(ex)], ex.to_dict())
-                    for ex in kept if _input_of(ex) in conflicting]
-        kept = [ex for ex in kept if _input_of(ex) not in conflicting]
+        removed += [Removed("conflict", ex.id, split, first_of[inp], ex.to_dict()) for ex, inp, _ in kept if inp in conflicting]
+        kept = [item for item in kept if item[1] not in conflicting]
     if cfg.near:
-        lsh = MinHashLSH(threshold=cfg.near_threshold, num_perm=cfg.num_perm)
+        index = BandIndex(cfg.near_threshold, cfg.num_perm)
+        sigs = signatures([f"{inp} || {ans}" for _, inp, ans in kept], cfg.num_perm, cfg.shingle_chars)
         survivors = []
-        for i, ex in enumerate(kept):
-            mh = _minhash(_input_of(ex) + " || " + _key(ex.target), cfg)
-            hits = lsh.query(mh)
-            if hits:
-                removed.append(Removed("duplicate_near", ex.id, split, min(hits), ex.to_dict()))
+        for i, (item, keys) in enumerate(zip(kept, index.band_keys(sigs))):
+            hit = index.first_match(keys)
+            if hit is not None:
+                removed.append(Removed("duplicate_near", item[0].id, split, kept[hit][0].id, item[0].to_dict()))
                 continue
-            lsh.insert(ex.id if ex.id not in lsh else f"{ex.id}#{i}", mh)
-            survivors.append(ex)
+            index.insert(i, keys)
+            survivors.append(item)
         kept = survivors
-    return kept, removed, len(conflicting)
+    return [ex for ex, _, _ in kept], removed, len(conflicting)
 
 
 def find_leakage(train: Sequence[Example], evaluation: dict[str, Sequence[Example]],
@@ -198,22 +181,24 @@ def find_leakage(train: Sequence[Example], evaluation: dict[str, Sequence[Exampl
     Returns:
         For each split name: (examples without leakage, the leaking ones as ``leakage`` rows).
     """
-    lsh = MinHashLSH(threshold=cfg.near_threshold, num_perm=cfg.num_perm)
+    index = BandIndex(cfg.near_threshold, cfg.num_perm)
     exact: dict[str, str] = {}
-    for i, ex in enumerate(train):
-        inp = _input_of(ex)
-        exact.setdefault(inp, ex.id)
-        if cfg.near:
-            lsh.insert(str(i), _minhash(inp, cfg))
+    inputs = [_input_of(ex) for ex in train]
+    for i, inp in enumerate(inputs):
+        exact.setdefault(inp, train[i].id)
+    if cfg.near:
+        for i, keys in enumerate(index.band_keys(signatures(inputs, cfg.num_perm, cfg.shingle_chars))):
+            index.insert(i, keys)
     out: dict[str, tuple[list[Example], list[Removed]]] = {}
     for split, examples in evaluation.items():
         kept, leaked = [], []
-        for ex in examples:
-            inp = _input_of(ex)
+        inputs = [_input_of(ex) for ex in examples]
+        band_keys = index.band_keys(signatures(inputs, cfg.num_perm, cfg.shingle_chars)) if cfg.near else [None] * len(inputs)
+        for ex, inp, keys in zip(examples, inputs, band_keys):
             hit = exact.get(inp)
-            if hit is None and cfg.near:
-                hits = lsh.query(_minhash(inp, cfg))
-                hit = train[int(min(hits, key=int))].id if hits else None
+            if hit is None and keys is not None:
+                first = index.first_match(keys)
+                hit = None if first is None else train[first].id
             if hit is not None:
                 leaked.append(Removed("leakage", ex.id, split, hit, ex.to_dict()))
             else:

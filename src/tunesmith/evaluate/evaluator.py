@@ -11,7 +11,7 @@ from typing import Any
 from tunesmith.config import EvalConfig
 from tunesmith.data.encode import encode_example, encode_prompt
 from tunesmith.data.examples import Example
-from tunesmith.evaluate.generate import generate_greedy
+from tunesmith.evaluate.generate import generate_batched
 from tunesmith.evaluate.metrics import METRICS, compute_metrics
 from tunesmith.evaluate.normalize import match_label
 from tunesmith.models.load import LoadedModel
@@ -58,7 +58,7 @@ def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, s
     start = time.perf_counter()
     examples = list(examples)[: cfg.max_examples] if cfg.max_examples else list(examples)
     prompts = [encode_prompt(lm.tokenizer, ex, system_prompt, max_seq_len) for ex in examples]
-    outputs = generate_greedy(lm, prompts, cfg.max_new_tokens, cfg.batch_size, label=f"eval {name}")
+    outputs = generate_batched(lm, prompts, cfg.max_new_tokens, cfg.batch_size, label=f"eval {name}")
     if task == "classification":
         preds = [match_label(o, labels or []) or "" for o in outputs]
         refs: list[Any] = [ex.label for ex in examples]

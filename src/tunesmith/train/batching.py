@@ -11,7 +11,10 @@ from tunesmith.data.encode import IGNORE_INDEX, Encoded
 
 
 def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch for training; padding carries no label and no attention."""
+    """Right-pad a batch for training; padding carries no label and no attention.
+
+    A ``weights`` tensor (one per example) is added only when some example's weight is not 1.
+    """
     width = max(len(e.input_ids) for e in items)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
@@ -21,7 +24,10 @@ def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         ids[i, :n] = torch.tensor(e.input_ids)
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if any(e.weight != 1.0 for e in items):
+        batch["weights"] = torch.tensor([e.weight for e in items], dtype=torch.float32)
+    return batch
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, group: int = 64) -> list[list[int]]:

@@ -27,10 +27,11 @@ def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
 
     Args:
         model: A causal LM, optionally wrapped by PEFT (adapters live inside the backbone).
-        batch: ``input_ids``, ``attention_mask`` and ``labels`` tensors.
+        batch: ``input_ids``, ``attention_mask`` and ``labels`` tensors, and optionally ``weights``
+            (one per example) that multiply each example's token losses.
 
     Returns:
-        (sum of token losses, number of labelled tokens).
+        (sum of (weighted) token losses, number of labelled tokens).
     """
     backbone, head = _split_model(model)
     hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
@@ -38,7 +39,11 @@ def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     keep = targets != IGNORE_INDEX
     logits = head(hidden[:, :-1][keep]).float()
     n = int(keep.sum())
-    return F.cross_entropy(logits, targets[keep], reduction="sum"), n
+    if "weights" not in batch:
+        return F.cross_entropy(logits, targets[keep], reduction="sum"), n
+    per_token = F.cross_entropy(logits, targets[keep], reduction="none")
+    weights = batch["weights"].to(per_token.dtype)[:, None].expand_as(targets)[keep]
+    return (per_token * weights).sum(), n
 
 
 @torch.no_grad()

@@ -1,0 +1,89 @@
+"""Class balance of the training split: measure it, warn about thin classes, and resample or weight."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tunesmith.config import BalanceConfig
+from tunesmith.data.examples import Example
+
+
+@dataclass
+class Balanced:
+    """The training split after the balance strategy.
+
+    Attributes:
+        train: The training examples (with copies, under oversampling).
+        dropped: Examples left out by undersampling.
+        copies: How many copies oversampling added.
+        class_weights: Loss weight per label (``loss_weights``), else None.
+        report: Label counts before and after, the imbalance ratio and the strategy.
+        warnings: Classes with too few examples to learn or to measure.
+    """
+
+    train: list[Example]
+    dropped: list[Example]
+    copies: int
+    class_weights: dict[str, float] | None
+    report: dict[str, Any]
+    warnings: list[str]
+
+
+def imbalance_ratio(counts: dict[str, int]) -> float | None:
+    """Largest class count over smallest (1.0 is balanced); None without classes."""
+    return round(max(counts.values()) / min(counts.values()), 2) if counts else None
+
+
+def balance_train(train: Sequence[Example], test: Sequence[Example], labels: Sequence[str], cfg: BalanceConfig,
+                  seed: int) -> Balanced:
+    """Apply the balance strategy to the training split and report the label distribution.
+
+    Args:
+        train: Training examples (labelled).
+        test: Test examples, only counted (never resampled).
+        labels: The label set.
+        cfg: Strategy and minimum counts.
+        seed: Seed for the resampling.
+
+    Returns:
+        The balanced training split and what was done.
+    """
+    counts = {lab: 0 for lab in labels} | dict(Counter(ex.label for ex in train))
+    test_counts = {lab: 0 for lab in labels} | dict(Counter(ex.label for ex in test))
+    warnings = [f"class {lab!r} has {n} training examples (fewer than data.balance.min_per_class={cfg.min_per_class}): "
+                "too few to learn it reliably" for lab, n in counts.items() if n < cfg.min_per_class]
+    warnings += [f"class {lab!r} has {n} test examples (fewer than data.balance.min_test_per_class="
+                 f"{cfg.min_test_per_class}): its results are too noisy to read" for lab, n in test_counts.items()
+                 if n < cfg.min_test_per_class]
+    present = {lab: n for lab, n in counts.items() if n > 0}
+    rng = random.Random(seed)
+    out, dropped, copies, weights = list(train), [], 0, None
+    by_label: dict[str, list[Example]] = {lab: [] for lab in present}
+    for ex in train:
+        by_label[ex.label].append(ex)  # type: ignore[index]
+    if cfg.strategy == "oversample" and present:
+        top = max(present.values())
+        for lab, group in by_label.items():
+            extra = rng.choices(group, k=top - len(group))
+            out += [dataclasses.replace(ex, id=f"{ex.id}#copy{k + 1}") for k, ex in enumerate(extra)]
+            copies += len(extra)
+        rng.shuffle(out)
+    elif cfg.strategy == "undersample" and present:
+        low = min(present.values())
+        keep = {ex.id for group in by_label.values() for ex in rng.sample(group, low)}
+        dropped = [ex for ex in train if ex.id not in keep]
+        out = [ex for ex in train if ex.id in keep]
+    elif cfg.strategy == "loss_weights" and present:
+        # Inverse frequency, scaled so that the average weight over training examples is 1.
+        total, k = sum(present.values()), len(present)
+        weights = {lab: round(total / (k * n), 6) for lab, n in present.items()}
+    after = dict(Counter(ex.label for ex in out))
+    report = {"strategy": cfg.strategy, "train_counts": counts, "test_counts": test_counts,
+              "imbalance_ratio": imbalance_ratio(present), "train_counts_after": after,
+              "imbalance_ratio_after": imbalance_ratio(after)}
+    return Balanced(out, dropped, copies, weights, report, warnings)
