@@ -92,6 +92,16 @@ def test_every_task_runs_end_to_end(tmp_path, tiny_model_dir, task, metric):
     assert report["verdict"] in ("met", "not met")
 
 
+def run_generation_project(folder, model_dir, rows):
+    """Write ``rows`` as a generation project's data and run it for two steps on the tiny model."""
+    (folder / "data").mkdir()
+    (folder / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "tunesmith.yaml").write_text("objective: {task: generation}\ndata: {dedup: {near: false}}\n")
+    cfg, base = load_config(folder / "tunesmith.yaml", [f"model.base={model_dir}", "train.max_steps=2",
+                                                        "train.batch_size=4", "eval.max_new_tokens=4"])
+    return run_pipeline(cfg, base)
+
+
 def test_multi_turn_chat_data_trains_and_evaluates(tmp_path, tiny_model_dir):
     rows = []
     for i in range(30):
@@ -99,12 +109,7 @@ def test_multi_turn_chat_data_trains_and_evaluates(tmp_path, tiny_model_dir):
                                   {"role": "assistant", "content": "Hello! How can I help?"},
                                   {"role": "user", "content": "Where is my card?"},
                                   {"role": "assistant", "content": f"Your card {i} is on its way."}]})
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "tunesmith.yaml").write_text("objective: {task: generation}\ndata: {dedup: {near: false}}\n")
-    cfg, base = load_config(tmp_path / "tunesmith.yaml", [ f"model.base={tiny_model_dir}", "train.max_steps=2",
-                                   "train.batch_size=4", "eval.max_new_tokens=4"])
-    run = run_pipeline(cfg, base)
+    run = run_generation_project(tmp_path, tiny_model_dir, rows)
     report = json.loads(run.report_json.read_text())
     assert report["data"]["format"] == "messages" and report["data"]["test"] == 3
     tuned = [json.loads(line) for line in (run.predictions / "tuned.jsonl").read_text().splitlines()]
@@ -115,12 +120,7 @@ def test_plain_text_continued_pretraining_runs(tmp_path, tiny_model_dir):
     rng = random.Random(0)
     words = "the bank card account transfer payment arrives within three working days after approval".split()
     rows = [{"text": " ".join(rng.choice(words) for _ in range(12)) + f" note {i}."} for i in range(30)]
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "tunesmith.yaml").write_text("objective: {task: generation}\ndata: {dedup: {near: false}}\n")
-    cfg, base = load_config(tmp_path / "tunesmith.yaml", [f"model.base={tiny_model_dir}", "train.max_steps=2",
-                                                          "train.batch_size=4", "eval.max_new_tokens=4"])
-    run = run_pipeline(cfg, base)
+    run = run_generation_project(tmp_path, tiny_model_dir, rows)
     manifest = json.loads((run.data / "manifest.json").read_text())
     assert manifest["format"] == "text" and manifest["system_prompt"] is None
     assert manifest["preview"]["text"] == manifest["preview"]["loss_on"]  # no template, loss on every token
