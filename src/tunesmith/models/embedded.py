@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from tunesmith.errors import ModelError
 
@@ -67,6 +68,9 @@ def converted_dir(model: EmbeddedModel) -> Path:
 
 def _convert(src: Path, dest: Path, errors: Any) -> None:
     """Dequantise ``src`` into a plain safetensors checkpoint in ``dest`` (runs in a child process)."""
+    # The parent shows its own status line; the library's bars would interleave with it.
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
         tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
         lm = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
@@ -112,7 +116,17 @@ def ensure_converted(model: EmbeddedModel, status: Callable[[str], None] | None 
     ctx = multiprocessing.get_context("spawn")
     errors = ctx.Queue()
     proc = ctx.Process(target=_convert, args=(src, tmp, errors), name="tunesmith-convert")
-    proc.start()
+    # The GGUF reader's tqdm bar ignores transformers' switch; tqdm reads TQDM_DISABLE when the
+    # child imports it, so the child is started with it set.
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        proc.start()
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
     proc.join()
     if proc.exitcode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
