@@ -29,7 +29,7 @@ from tunesmith.evaluate.generate import generate_batched
 from tunesmith.evaluate.metrics import check_metric
 from tunesmith.errors import UserError
 from tunesmith.models.adapters import apply_adapter, check_adapter_method, load_adapter
-from tunesmith.models.load import LoadedModel, load_base_model, load_tokenizer
+from tunesmith.models.load import LoadedModel, load_base_model
 from tunesmith.models.resolve import resolve_base
 from tunesmith.report.build import build_report
 from tunesmith.report.markdown import render_markdown

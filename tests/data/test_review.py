@@ -76,8 +76,11 @@ def test_training_takes_only_reviewed_rows(tmp_path):
     data = {"train": ["data/train.jsonl", "data/gen.jsonl"], "dedup": {"near": False}}
     acc = prepare_splits(Config.model_validate({"data": data}), tmp_path).accounting()
     assert acc["removed"] == {"needs_review": 4} and acc["rows_read"] == 59
-    acc = prepare_splits(Config.model_validate({"data": {**data, "unreviewed": "include"}}), tmp_path).accounting()
-    assert "needs_review" not in acc["removed"]
+    splits = prepare_splits(Config.model_validate({"data": {**data, "unreviewed": "include"}}), tmp_path)
+    assert "needs_review" not in splits.accounting()["removed"]
+    # generated rows only ever train: validation and test stay real data
+    assert sum("provenance" in ex.meta for ex in splits.train) == 4  # the four generated rows
+    assert not any("provenance" in ex.meta for ex in splits.validation + splits.test)
 
 
 @pytest.mark.parametrize("fmt, row", [

@@ -319,8 +319,12 @@ def prepare_splits(cfg: Config, base_dir: Path, require_test: bool = True, token
         loaded += [val, tst]
         validation, test = gate(val.examples, "validation"), gate(tst.examples, "test")
     else:
+        # Generated rows (they carry provenance) only ever train: evaluation stays on real data.
+        generated = [ex for ex in train if "provenance" in ex.meta]
+        real = [ex for ex in train if "provenance" not in ex.meta]
         fr = (d.split.train, d.split.validation, d.split.test)
-        train, validation, test = split_examples(train, fr, cfg.project.seed, stratify=task == "classification")
+        train, validation, test = split_examples(real, fr, cfg.project.seed, stratify=task == "classification")
+        train += generated
     leaks = 0
     if d.dedup.near or d.dedup.exact:
         found = find_leakage(train, {"validation": validation, "test": test}, d.dedup)

@@ -18,7 +18,7 @@ from tunesmith.data.encode import Encoded
 from tunesmith.models.load import LoadedModel
 from tunesmith.train.batching import collate, length_grouped_batches
 from tunesmith.train.loss import completion_loss, evaluate_loss
-from tunesmith.ui import console, make_progress, peak_rss_mb
+from tunesmith.ui import make_progress, peak_rss_mb
 
 _SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
