@@ -127,3 +127,27 @@ def test_data_check_reports_where_every_row_went(tmp_path, tiny_model_dir):
     assert (tmp_path / "rep" / "rejected.jsonl").read_text().count("\n") == 1
     res = runner.invoke(app, ["data", "check", str(path), "--out", str(tmp_path / "rep2"), "--strict", "--no-tokens"])
     assert res.exit_code == 2 and "d.jsonl:14: malformed JSON" in res.output.replace("\n", "")
+
+
+def test_score_any_systems_predictions(tmp_path):
+    refs = [{"id": i, "reference": lab} for i, lab in enumerate(["card_arrival", "pin_blocked"] * 20)]
+    tuned = [{"id": i, "prediction": f"Label: {r['reference']}" if i % 10 else "no idea"} for i, r in enumerate(refs)]
+    base = [{"id": i, "prediction": "card_arrival"} for i in range(40)]
+    for name, rows in (("refs", refs), ("tuned", tuned), ("base", base)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["score", "--task", "classification", "-p", str(tmp_path / "tuned.jsonl"), "-r", str(tmp_path / "refs.jsonl")]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    acc = out["metrics"]["accuracy"]
+    assert out["count"] == 40 and acc["value"] == pytest.approx(0.9) and acc["low"] < 0.9 < acc["high"] + 1e-9
+    res = runner.invoke(app, [*args, "--baseline", str(tmp_path / "base.jsonl"), "--json"])
+    cmp = json.loads(res.stdout)["comparison"]["accuracy"]
+    assert cmp["diff"]["value"] == pytest.approx(0.4) and cmp["significant"]
+    assert "significant" in runner.invoke(app, [*args, "--baseline", str(tmp_path / "base.jsonl")]).output
+    (tmp_path / "bad.jsonl").write_text('{"id": 0, "prediction": "x"}\n{"id": 0, "prediction": "y"}\n')
+    res = runner.invoke(app, ["score", "--task", "classification", "-p", str(tmp_path / "bad.jsonl"), "-r", str(tmp_path / "refs.jsonl")])
+    assert res.exit_code == 2 and "bad.jsonl:2: field 'id': id '0' appears twice" in res.output.replace("\n", "")
+    (tmp_path / "short.jsonl").write_text('{"id": 0, "prediction": "x"}\n')
+    res = runner.invoke(app, ["score", "--task", "qa", "-p", str(tmp_path / "short.jsonl"), "-r", str(tmp_path / "refs.jsonl")])
+    assert res.exit_code == 2 and "39 reference ids have no prediction" in res.output.replace("\n", "")

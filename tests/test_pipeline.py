@@ -38,8 +38,14 @@ def test_run_writes_every_artefact(finished_run):
     assert {"seconds", "tokens", "tokens_per_second", "peak_rss_mb"} <= set(report["train"])
     assert report["data"]["train"] + report["data"]["validation"] + report["data"]["test"] == 54
     md = run.report_md.read_text()
-    for part in ("Verdict", "| accuracy ⭐", "tokens/s", "peak memory", "Best", "Worst", "train **"):
+    for part in ("Verdict", "| accuracy ⭐", "tokens/s", "peak memory", "Best", "Worst", "train **",
+                 "paired bootstrap", "By slice", "Error analysis"):
         assert part in md
+    sig = report["significance"]["accuracy"]
+    assert sig["diff"]["low"] <= sig["diff"]["value"] <= sig["diff"]["high"] and 0 < sig["p_value"] <= 1
+    assert report["interval"]["low"] <= report["tuned"]["metrics"]["accuracy"] <= report["interval"]["high"]
+    assert {r["value"] for r in report["slices"]["rows"]} == set(report["data"]["labels"])
+    assert set(report["errors"]["counts"]) == {"regressed", "improved", "still_wrong"}
     assert run.loss_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     preds = [json.loads(line) for line in (run.predictions / "tuned.jsonl").read_text().splitlines()]
     assert len(preds) == report["data"]["test"]
@@ -89,7 +95,7 @@ def test_every_task_runs_end_to_end(tmp_path, tiny_model_dir, task, metric):
     assert report["objective"]["metric"] == metric
     assert {"rouge1", "rouge2", "rougeL", "bleu"} <= set(report["tuned"]["metrics"]) or task == "qa"
     assert {"exact_match", "token_f1"} <= set(report["tuned"]["metrics"]) or task != "qa"
-    assert report["verdict"] in ("met", "not met")
+    assert report["verdict"] in ("met", "not met", "inconclusive") and report["verdict_reason"]
 
 
 def run_generation_project(folder, model_dir, rows):

@@ -211,6 +211,43 @@ def chat(
 
 @app.command()
 @_handle_errors
+def score(
+    task: Annotated[str, typer.Option("--task", "-t", help="One of: " + ", ".join(TASKS) + " (picks the metrics).")],
+    predictions: Annotated[Path, typer.Option("--predictions", "-p", help="JSONL lines with id and prediction.")],
+    references: Annotated[Path, typer.Option("--references", "-r", help="JSONL lines with id and reference (a string or a list of acceptable strings).")],
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", "-b", help="A second system's predictions, compared pairwise.")] = None,
+    resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap and permutation resamples.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the resampling.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score any system's predictions against references, with 95% bootstrap intervals.
+
+    With --baseline, the two prediction files are compared on the same examples: paired
+    intervals of the difference and a permutation test say whether the change is significant.
+    """
+    if task not in TASKS:
+        raise typer.BadParameter(f"unknown task {task!r}; one of: {', '.join(TASKS)}", param_hint="--task")
+    scoring = importlib.import_module("tunesmith.evaluate.score")  # the metric libraries load only here
+    result = scoring.score_files(task, predictions, references, baseline, resamples=resamples, seed=seed)
+    if as_json:
+        _emit(result)
+        return
+    table = Table(title=f"{result['count']} examples, {task}")
+    for col in ("metric", "value", "95% interval") + (("baseline", "change", "change interval", "p", "") if baseline else ()):
+        table.add_column(col, no_wrap=True)
+    for name, m in result["metrics"].items():
+        row = [name, f"{m['value']:.4f}", f"[{m['low']:.4f}, {m['high']:.4f}]"]
+        if result["comparison"]:
+            c = result["comparison"][name]
+            row += [f"{c['baseline']['value']:.4f}", f"{c['diff']['value']:+.4f}",
+                    f"[{c['diff']['low']:+.4f}, {c['diff']['high']:+.4f}]", f"{c['p_value']:.3g}",
+                    "significant" if c["significant"] else "not significant"]
+        table.add_row(*row)
+    out_console.print(table)
+
+
+@app.command()
+@_handle_errors
 def runs(runs_dir: RunsDirOpt = None, config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Project file whose runs to list.")] = None,
          as_json: JsonOpt = False) -> None:
     """List runs with their status and headline metric, newest first."""

@@ -271,6 +271,12 @@ class EvalConfig(_Section):
     """Evaluate the untuned base model on the same test split first."""
     show_examples: int = Field(3, ge=0)
     """How many best and worst test examples the report shows."""
+    bootstrap_resamples: int = Field(1000, ge=100)
+    """Resamples for the paired bootstrap intervals and the permutation test."""
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    """Confidence level of the intervals; "significant" means p < 1 - confidence."""
+    slice_by: list[str] = Field(default_factory=lambda: ["label"])
+    """Fields to break the metrics down by: label, or any metadata column of the data."""
 
 
 class Config(_Section):

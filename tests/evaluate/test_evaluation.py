@@ -32,7 +32,7 @@ def test_evaluator_scores_every_example(tiny_model_dir):
     exs = [Example(id=str(i), prompt=p, target=LABELS[i % 3], label=LABELS[i % 3]) for i, p in enumerate(PROMPTS)]
     res = evaluate_model(lm, exs, task="classification", system_prompt="Classify.", labels=LABELS,
                          cfg=EvalConfig(max_new_tokens=4, batch_size=2), max_seq_len=128, name="t")
-    assert set(res.metrics) == {"accuracy", "macro_f1", "loss", "perplexity"}
+    assert set(res.metrics) == {"accuracy", "macro_f1", "precision_macro", "recall_macro", "micro_f1", "loss", "perplexity"}
     assert len(res.predictions) == 4
     assert {"id", "input", "reference", "output", "prediction", "score"} <= set(res.predictions[0])
     assert res.metrics["accuracy"] == sum(r["score"] for r in res.predictions) / 4

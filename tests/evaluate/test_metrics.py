@@ -7,7 +7,7 @@ import string
 import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
-from sklearn.metrics import f1_score
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate.metrics import METRICS, TASK_METRICS, check_metric, compute_metrics
@@ -74,6 +74,22 @@ def test_classification_metrics():
     assert METRICS["macro_f1"].fn(preds, refs) == pytest.approx(f1_score(refs, preds, labels=["a", "b", "c"], average="macro"))
     # golden: a: P=1/2 R=1 F=2/3; b: P=1 R=1/2 F=2/3; c: P=1 R=2/3 F=4/5
     assert METRICS["macro_f1"].fn(preds, refs) == pytest.approx((2 / 3 + 2 / 3 + 4 / 5) / 3)
+    assert METRICS["accuracy"].fn(preds, refs) == pytest.approx(accuracy_score(refs, preds))
+
+
+@pytest.mark.parametrize("name, reference", [
+    ("precision_macro", lambda t, p, L: precision_score(t, p, labels=L, average="macro", zero_division=0)),
+    ("recall_macro", lambda t, p, L: recall_score(t, p, labels=L, average="macro", zero_division=0)),
+    ("precision_micro", lambda t, p, L: precision_score(t, p, labels=L, average="micro", zero_division=0)),
+    ("recall_micro", lambda t, p, L: recall_score(t, p, labels=L, average="micro", zero_division=0)),
+    ("micro_f1", lambda t, p, L: f1_score(t, p, labels=L, average="micro", zero_division=0)),
+])
+def test_precision_recall_f1_match_scikit_learn(name, reference):
+    preds = ["a", "a", "b", "", "c", "c", "b", "a"]
+    refs = ["a", "b", "b", "c", "c", "c", "a", "a"]
+    assert METRICS[name].fn(preds, refs) == pytest.approx(reference(refs, preds, ["a", "b", "c"]))
+    # the unparseable answer counts against recall, not as a class: micro precision 5/7, recall 5/8
+    assert METRICS["precision_micro"].fn(preds, refs) == pytest.approx(5 / 7)
 
 
 SUM_PREDS = ["the agent resent the card by post", "the customer has a blocked pin"]
@@ -81,16 +97,34 @@ SUM_REFS = ["Ana has not received her card; the agent resent the card by express
             "Ben has a blocked PIN; the agent explained how to unblock it."]
 
 
-@pytest.mark.parametrize("kind", ["rouge1", "rouge2", "rougeL"])
+@pytest.mark.parametrize("kind", ["rouge1", "rouge2", "rougeL", "rougeLsum"])
 def test_rouge_matches_rouge_score(kind):
     scorer = rouge_scorer.RougeScorer([kind], use_stemmer=True)
-    expected = sum(scorer.score(r, p)[kind].fmeasure for p, r in zip(SUM_PREDS, SUM_REFS)) / 2
-    assert METRICS[kind].fn(SUM_PREDS, SUM_REFS) == pytest.approx(expected)
+    # rougeLsum wants one sentence per line; tunesmith splits after . ! and ?
+    split = (lambda t: "\n".join(re.split(r"(?<=[.!?])\s+", t))) if kind == "rougeLsum" else (lambda t: t)
+    preds, refs = SUM_PREDS + ["It worked. Then it broke."], SUM_REFS + ["It worked. Later it broke again."]
+    expected = sum(scorer.score(split(r), split(p))[kind].fmeasure for p, r in zip(preds, refs)) / 3
+    assert METRICS[kind].fn(preds, refs) == pytest.approx(expected)
 
 
 def test_bleu_matches_sacrebleu():
     assert METRICS["bleu"].fn(SUM_PREDS, SUM_REFS) == pytest.approx(sacrebleu.corpus_bleu(SUM_PREDS, [SUM_REFS]).score)
     assert METRICS["bleu"].fn(SUM_REFS, SUM_REFS) == pytest.approx(100.0)
+
+
+def test_chrf_matches_sacrebleu():
+    assert METRICS["chrf"].fn(SUM_PREDS, SUM_REFS) == pytest.approx(sacrebleu.corpus_chrf(SUM_PREDS, [SUM_REFS]).score)
+
+
+@pytest.mark.parametrize("pred, ref, valid, fields", [
+    ('{"name": "Ana", "city": "Leeds"}', '{"name": "Ana", "city": "York"}', 1.0, 0.5),
+    ('```json\n{"name": "Ana"}\n```', '{"name": "Ana"}', 1.0, 1.0),
+    ("name: Ana", '{"name": "Ana"}', 0.0, 0.0),
+    ('[1, 2]', '[1, 2]', 1.0, 1.0),
+])
+def test_json_metrics(pred, ref, valid, fields):
+    assert METRICS["json_valid"].fn([pred], [ref]) == valid
+    assert METRICS["json_field_accuracy"].fn([pred], [ref]) == fields
 
 
 def test_multiple_references_take_the_best():
@@ -124,3 +158,14 @@ def test_check_metric_names_the_key():
 def test_label_matching(generated, expected):
     assert match_label(generated, ["card_arrival", "pin_blocked", "exchange_rate"]) == expected
     assert label_key("Top Up-Limits") == "top_up_limits"
+
+
+@pytest.mark.parametrize("name", ["macro_f1", "micro_f1", "precision_macro", "recall_macro", "precision_micro",
+                                  "recall_micro", "bleu", "chrf"])
+def test_sufficient_statistics_give_the_same_score(name):
+    m = METRICS[name]
+    if name in ("bleu", "chrf"):
+        preds, refs = SUM_PREDS + ["It worked. Then it broke."], SUM_REFS + ["It worked. Later it broke again."]
+    else:
+        preds, refs = ["a", "a", "b", "", "c", "c", "b", "a"], ["a", "b", "b", "c", "c", "c", "a", "a"]
+    assert m.from_stats(m.stats(preds, refs).sum(axis=0)) == pytest.approx(m.fn(preds, refs))

@@ -28,7 +28,7 @@ class EvalResult:
     Attributes:
         name: ``baseline`` or ``tuned``.
         metrics: Metric name -> value, ``loss`` and ``perplexity`` included.
-        predictions: One row per example: id, input, reference, output, prediction, score.
+        predictions: One row per example: id, input, reference, label, meta, output, prediction, score.
         seconds: Wall time of the evaluation.
     """
 
@@ -77,6 +77,8 @@ def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, s
             "id": ex.id,
             "input": ex.prompt,
             "reference": ex.target,
+            "label": ex.label,
+            "meta": ex.meta,
             "output": out,
             "prediction": pred,
             "score": score_fn([pred], [ref]),

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from tunesmith.config import Config
+from tunesmith.evaluate.compare import error_analysis, paired_comparisons, slice_breakdown, tuned_interval, verdict
 from tunesmith.evaluate.evaluator import EvalResult
-from tunesmith.evaluate.metrics import higher_is_better
+from tunesmith.evaluate.metrics import METRICS, higher_is_better
 from tunesmith.train.loop import TrainResult
 
 
@@ -20,23 +21,6 @@ def compare_metrics(baseline: dict[str, float] | None, tuned: dict[str, float]) 
         out[name] = {"baseline": b, "tuned": t, "abs_change": diff, "rel_change": rel,
                      "higher_is_better": higher_is_better(name)}
     return out
-
-
-def verdict_for(metric: str, target: float | None, tuned: float, baseline: float | None) -> tuple[str, str]:
-    """``met`` or ``not met`` and a sentence that says why.
-
-    With a target, the tuned primary metric must reach it; without one, it must beat the baseline.
-    """
-    up = higher_is_better(metric)
-    if target is not None:
-        ok = tuned >= target if up else tuned <= target
-        cmp = ">=" if up else "<="
-        return ("met" if ok else "not met"), f"tuned {metric} {tuned:.4f} {'' if ok else 'not '}{cmp} target {target:g}"
-    if baseline is None:
-        return "not met", "no target and no baseline to compare with"
-    ok = tuned > baseline if up else tuned < baseline
-    word = "beats" if ok else "does not beat"
-    return ("met" if ok else "not met"), f"no target set: tuned {metric} {tuned:.4f} {word} the baseline's {baseline:.4f}"
 
 
 def build_report(*, cfg: Config, run_id: str, model_info: dict[str, Any], data: dict[str, Any],
@@ -57,22 +41,33 @@ def build_report(*, cfg: Config, run_id: str, model_info: dict[str, Any], data: 
     Returns:
         A JSON-serialisable dict.
     """
-    metric = cfg.objective.primary_metric
+    metric, task, ev = cfg.objective.primary_metric, cfg.objective.task, cfg.eval
     b_val = baseline.metrics.get(metric) if baseline else None
-    verdict, why = verdict_for(metric, cfg.objective.target, tuned.metrics[metric], b_val)
+    opts = {"resamples": ev.bootstrap_resamples, "seed": cfg.project.seed, "level": ev.confidence}
+    scored = [m for m in tuned.metrics if m in METRICS]
+    comparisons = paired_comparisons(task, scored, baseline.predictions, tuned.predictions, **opts) if baseline else {}
+    interval = comparisons[metric].tuned if metric in comparisons else tuned_interval(task, metric, tuned.predictions, **opts)
+    result, why = verdict(metric, cfg.objective.target, tuned.metrics[metric], interval, comparisons.get(metric), b_val)
+    slice_metric = metric if metric in METRICS else scored[0]
     return {
         "run_id": run_id,
         "project": cfg.project.name,
         "objective": {"task": cfg.objective.task, "metric": metric, "target": cfg.objective.target,
                       "higher_is_better": higher_is_better(metric)},
-        "verdict": verdict,
+        "verdict": result,
         "verdict_reason": why,
+        "interval": None if interval is None else interval.to_dict(),
         "model": model_info,
         "adapter": cfg.adapter.model_dump(mode="json"),
         "data": data,
         "baseline": None if baseline is None else {"metrics": baseline.metrics, "seconds": baseline.seconds},
         "tuned": {"metrics": tuned.metrics, "seconds": tuned.seconds},
         "comparison": compare_metrics(baseline.metrics if baseline else None, tuned.metrics),
+        "significance": {m: c.to_dict() for m, c in comparisons.items()},
+        "slices": {"metric": slice_metric,
+                   "rows": slice_breakdown(task, slice_metric, baseline.predictions if baseline else None,
+                                           tuned.predictions, ev.slice_by)},
+        "errors": error_analysis(baseline.predictions if baseline else None, tuned.predictions),
         "train": None if train is None else train.summary(),
         "timings": timings,
     }

@@ -35,19 +35,42 @@ def render_markdown(report: dict[str, Any], tuned_rows: Sequence[dict[str, Any]]
     """
     obj = report["objective"]
     lines = [f"# tunesmith report: {report['project']} ({report['run_id']})", ""]
-    badge = "✅ met" if report["verdict"] == "met" else "❌ not met"
+    badge = {"met": "✅ met", "not met": "❌ not met", "inconclusive": "❔ inconclusive"}[report["verdict"]]
     lines += [f"**Verdict: {badge}** — {report['verdict_reason']}.", "",
               f"Task: **{obj['task']}**, primary metric **{obj['metric']}**"
               + (f", target {obj['target']:g}" if obj["target"] is not None else ", target: beat the baseline") + ".",
               f"Base model: `{report['model']['base']}` ({report['model']['precision']}); adapter: "
               f"{report['adapter']['method']} r={report['adapter']['r']} alpha={report['adapter']['alpha']:g}.", ""]
+    sig = report.get("significance", {})
+    level = next(iter(sig.values()))["diff"]["level"] if sig else 0.95
     lines += ["## Baseline vs tuned (test split)", "",
-              "| metric | baseline | tuned | change | relative |", "|---|---|---|---|---|"]
+              f"Intervals: {round(level * 100)}% paired bootstrap over the test examples; p: paired permutation test.", "",
+              "| metric | baseline | tuned | change | change interval | p | |", "|---|---|---|---|---|---|---|"]
     for name, c in report["comparison"].items():
         star = " ⭐" if name == obj["metric"] else ""
         arrow = "↑" if c["higher_is_better"] else "↓"
+        s_ = sig.get(name)
+        span = f"[{s_['diff']['low']:+.4f}, {s_['diff']['high']:+.4f}]" if s_ else "–"
+        p = f"{s_['p_value']:.3g}" if s_ else "–"
+        flag = "significant" if s_ and s_["significant"] else ("not significant" if s_ else "")
         lines.append(f"| {name}{star} ({arrow} better) | {_fmt(c['baseline'])} | {_fmt(c['tuned'])} | "
-                     f"{_fmt(c['abs_change'])} | {_fmt(c['rel_change'], pct=True)} |")
+                     f"{_fmt(c['abs_change'])} | {span} | {p} | {flag} |")
+    sl = report.get("slices", {})
+    if sl.get("rows"):
+        lines += ["", f"## By slice ({sl['metric']}; slices that got worse first)", "",
+                  "| field | value | examples | baseline | tuned | change |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['field']} | {r['value']} | {r['count']} | {_fmt(r['baseline'])} | {_fmt(r['tuned'])} | "
+                  f"{_fmt(r['change'])} |" for r in sl["rows"]]
+    err = report.get("errors")
+    if err:
+        lines += ["", "## Error analysis", "", ", ".join(f"{k.replace('_', ' ')}: **{n}**" for k, n in err["counts"].items()) + "."]
+        for group in ("regressed", "improved", "still_wrong"):
+            if err.get(group):
+                lines += ["", f"### {group.replace('_', ' ').capitalize()} (up to {len(err[group])})", "",
+                          "| input | reference | baseline | tuned |", "|---|---|---|---|"]
+                cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")[:120]  # noqa: E731
+                lines += [f"| {cell(e['input'])} | {cell(e['reference'])} | {cell(e['baseline'])} | {cell(e['tuned'])} |"
+                          for e in err[group]]
     d = report["data"]
     lines += ["", "## Data", "", f"Format `{d['format']}`; examples per split: train **{d['train']}**, "
               f"validation **{d['validation']}**, test **{d['test']}**."]
