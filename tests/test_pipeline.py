@@ -26,7 +26,7 @@ def finished_run(tiny_project):
 
 def test_run_writes_every_artefact(finished_run):
     run, _ = finished_run
-    for name in ("config.yaml", "metrics.jsonl", "report.md", "report.json", "loss.png", "status.json",
+    for name in ("config.yaml", "metrics.jsonl", "report.md", "report.json", "report.html", "loss.png", "confusion.png", "status.json",
                  "predictions/baseline.jsonl", "predictions/tuned.jsonl", "data/manifest.json",
                  "adapter/adapter_config.json", "adapter/adapter_model.safetensors"):
         assert (run.root / name).is_file(), name
@@ -46,6 +46,10 @@ def test_run_writes_every_artefact(finished_run):
     assert report["interval"]["low"] <= report["tuned"]["metrics"]["accuracy"] <= report["interval"]["high"]
     assert {r["value"] for r in report["slices"]["rows"]} == set(report["data"]["labels"])
     assert set(report["errors"]["counts"]) == {"regressed", "improved", "still_wrong"}
+    matrix = report["confusion"]["tuned"]
+    assert sum(map(sum, matrix)) == report["data"]["test"] and len(matrix[0]) == len(report["data"]["labels"]) + 1
+    page = run.report_html.read_text()
+    assert page.index("Verdict") < page.index("Baseline vs tuned") and page.count("data:image/png;base64,") == 2
     assert run.loss_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     preds = [json.loads(line) for line in (run.predictions / "tuned.jsonl").read_text().splitlines()]
     assert len(preds) == report["data"]["test"]

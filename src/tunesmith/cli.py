@@ -92,7 +92,9 @@ def _runs_dir(runs_dir: Path | None, config: Path | None = None) -> Path:
 def _summary(run_root: Path) -> dict[str, Any]:
     report = json.loads((run_root / "report.json").read_text())
     return {"run_id": report["run_id"], "run_dir": str(run_root), "report": str(run_root / "report.md"),
-            "objective": report["objective"], "verdict": report["verdict"],
+            "report_html": str(run_root / "report.html"),
+            "objective": report["objective"], "verdict": report["verdict"], "verdict_reason": report["verdict_reason"],
+            "interval": report.get("interval"),
             "baseline": report["baseline"]["metrics"] if report["baseline"] else None,
             "tuned": report["tuned"]["metrics"], "train": report["train"], "data": report["data"]}
 
@@ -103,7 +105,8 @@ def _print_outcome(summary: dict[str, Any]) -> None:
     tuned = summary["tuned"][metric]
     line = f"{metric}: baseline {base:.4f} -> tuned {tuned:.4f}" if base is not None else f"{metric}: tuned {tuned:.4f}"
     console.print(f"{line}  verdict: [bold]{summary['verdict']}[/]")
-    print(f"Report: {summary['report']}")
+    console.print(f"  {summary['verdict_reason']}", highlight=False)
+    print(f"Report: {summary['report_html']} (also {summary['report']})")
 
 
 def _run_project(project_file: Path, overrides: list[str], as_json: bool) -> None:

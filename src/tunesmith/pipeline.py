@@ -33,7 +33,8 @@ from tunesmith.models.load import LoadedModel, load_base_model
 from tunesmith.models.resolve import resolve_base
 from tunesmith.report.build import build_report
 from tunesmith.report.markdown import render_markdown
-from tunesmith.report.plots import plot_loss
+from tunesmith.report.html import render_html
+from tunesmith.report.plots import plot_confusion, plot_loss
 from tunesmith.runs import RunPaths, find_run, new_run, write_status
 from tunesmith.train.loop import TrainResult, train_adapter
 from tunesmith.ui import console
@@ -87,7 +88,7 @@ def _resolved(cfg: Config, base_dir: Path) -> Config:
 
 def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, baseline: EvalResult | None,
                  tuned: EvalResult, result: TrainResult | None, timings: dict[str, float]) -> dict[str, Any]:
-    """Write predictions, ``report.json``, ``report.md`` and ``loss.png`` into the run folder."""
+    """Write predictions, ``report.json``, ``report.md``, ``report.html`` and the plots into the run folder."""
     if baseline is not None:
         write_jsonl(run.predictions / "baseline.jsonl", baseline.predictions)
     write_jsonl(run.predictions / "tuned.jsonl", tuned.predictions)
@@ -102,6 +103,11 @@ def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, ba
     run.report_json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     if result is not None:
         plot_loss(result.history, run.loss_plot, title=f"{cfg.project.name}: loss")
+    if report.get("confusion"):
+        c = report["confusion"]
+        plot_confusion(c["labels"], {k: v for k, v in c.items() if k != "labels"}, run.confusion_plot)
+    run.report_html.write_text(render_html(report, {"confusion": run.confusion_plot, "loss": run.loss_plot}),
+                               encoding="utf-8")
     md = render_markdown(report, tuned.predictions, baseline.predictions if baseline else [], cfg.eval.show_examples)
     run.report_md.write_text(md, encoding="utf-8")
     return report

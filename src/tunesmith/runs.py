@@ -33,6 +33,8 @@ class RunPaths:
     report_md = property(lambda self: self.root / "report.md")
     report_json = property(lambda self: self.root / "report.json")
     loss_plot = property(lambda self: self.root / "loss.png")
+    confusion_plot = property(lambda self: self.root / "confusion.png")
+    report_html = property(lambda self: self.root / "report.html")
     status = property(lambda self: self.root / STATUS_FILE)
 
 

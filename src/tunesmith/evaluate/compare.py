@@ -127,3 +127,13 @@ def error_analysis(baseline: Sequence[Row] | None, tuned: Sequence[Row], limit: 
 
     return {"counts": {"regressed": len(regressed), "improved": len(improved), "still_wrong": len(still_wrong)},
             "regressed": show(regressed), "improved": show(improved), "still_wrong": show(still_wrong)}
+
+
+def confusion(labels: Sequence[str], rows: Sequence[Row]) -> list[list[int]]:
+    """Counts of (reference label, predicted label) with a last column for answers that named no label."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    matrix = [[0] * (len(labels) + 1) for _ in labels]
+    for r in rows:
+        if r["label"] in index:
+            matrix[index[r["label"]]][index.get(r["prediction"], len(labels))] += 1
+    return matrix

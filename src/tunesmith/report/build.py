@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunesmith.config import Config
-from tunesmith.evaluate.compare import error_analysis, paired_comparisons, slice_breakdown, tuned_interval, verdict
+from tunesmith.evaluate.compare import confusion, error_analysis, paired_comparisons, slice_breakdown, tuned_interval, verdict
 from tunesmith.evaluate.evaluator import EvalResult
 from tunesmith.evaluate.metrics import METRICS, higher_is_better
 from tunesmith.train.loop import TrainResult
@@ -68,6 +68,9 @@ def build_report(*, cfg: Config, run_id: str, model_info: dict[str, Any], data: 
                    "rows": slice_breakdown(task, slice_metric, baseline.predictions if baseline else None,
                                            tuned.predictions, ev.slice_by)},
         "errors": error_analysis(baseline.predictions if baseline else None, tuned.predictions),
+        "confusion": None if not data.get("labels") else {
+            "labels": data["labels"], **({"baseline": confusion(data["labels"], baseline.predictions)} if baseline else {}),
+            "tuned": confusion(data["labels"], tuned.predictions)},
         "train": None if train is None else train.summary(),
         "timings": timings,
     }

@@ -41,3 +41,35 @@ def plot_loss(history: Sequence[dict[str, Any]], out: Path, title: str = "Loss")
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def plot_confusion(labels: Sequence[str], matrices: dict[str, Sequence[Sequence[int]]], out: Path) -> Path:
+    """Confusion matrices side by side (rows: reference label, columns: predicted; last column: no label).
+
+    Args:
+        labels: The label set, in matrix order.
+        matrices: Name (baseline, tuned) -> matrix of counts with ``len(labels) + 1`` columns.
+        out: The PNG to write.
+
+    Returns:
+        ``out``.
+    """
+    n = len(matrices)
+    size = max(4.0, 0.45 * len(labels) + 2.5)
+    fig, axes = plt.subplots(1, n, figsize=(size * n, size), dpi=100, squeeze=False)
+    for ax, (name, matrix) in zip(axes[0], matrices.items()):
+        ax.imshow(matrix, cmap="Blues")
+        ax.set_xticks(range(len(labels) + 1), [*labels, "(none)"], rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                if v:
+                    ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                            color="white" if v > max(map(max, matrix)) / 2 else "black")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("reference")
+        ax.set_title(f"{name}")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,88 @@
+"""The run report as one self-contained HTML page: the verdict at the top, intervals, plots, slices, errors."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+_STYLE = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:.92em}
+th{background:#f4f4f4}img{max-width:100%}.verdict{font-size:1.3em;padding:.6em 1em;border-radius:6px}
+.met{background:#e3f6e3}.not-met{background:#fbe3e3}.inconclusive{background:#fff5d6}.muted{color:#666}"""
+
+
+def _e(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return html.escape(str(v))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _img(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
+    """The report page, with the PNG plots embedded so the file stands alone.
+
+    Args:
+        report: The dict written to ``report.json``.
+        plots: Name -> PNG file (``loss``, ``confusion``); missing files are skipped.
+    """
+    obj = report["objective"]
+    sig = report.get("significance", {})
+    metric_rows = []
+    for name, c in report["comparison"].items():
+        s = sig.get(name)
+        metric_rows.append([name + (" (primary)" if name == obj["metric"] else ""), c["baseline"], c["tuned"], c["abs_change"],
+                            f"[{s['diff']['low']:+.4f}, {s['diff']['high']:+.4f}]" if s else None,
+                            f"{s['p_value']:.3g}" if s else None,
+                            ("significant" if s["significant"] else "not significant") if s else None])
+    iv = report.get("interval")
+    target = f"target {obj['target']:g}" if obj["target"] is not None else "target: beat the baseline"
+    parts = [f"<h1>tunesmith report: {html.escape(report['project'])}</h1>",
+             f"<p class='muted'>run {html.escape(report['run_id'])} · task {obj['task']} · primary metric {obj['metric']} · {target}</p>",
+             f"<div class='verdict {report['verdict'].replace(' ', '-')}'><b>Verdict: {html.escape(report['verdict'])}</b>"
+             f" — {html.escape(report['verdict_reason'])}</div>"]
+    if iv:
+        parts.append(f"<p>Tuned {obj['metric']}: <b>{iv['value']:.4f}</b>, {round(iv['level'] * 100)}% interval "
+                     f"[{iv['low']:.4f}, {iv['high']:.4f}] (bootstrap over the test examples).</p>")
+    parts += ["<h2>Baseline vs tuned (test split)</h2>",
+              _table(["metric", "baseline", "tuned", "change", "change interval", "p", ""], metric_rows),
+              "<p class='muted'>Intervals: paired bootstrap over the test examples; p: paired permutation test.</p>",
+              _img(plots.get("confusion", Path()), "confusion matrices"), _img(plots.get("loss", Path()), "loss curves")]
+    sl = report.get("slices", {})
+    if sl.get("rows"):
+        parts += [f"<h2>By slice ({html.escape(sl['metric'])}; worse first)</h2>",
+                  _table(["field", "value", "examples", "baseline", "tuned", "change"],
+                         [[r["field"], r["value"], r["count"], r["baseline"], r["tuned"], r["change"]] for r in sl["rows"]])]
+    err = report.get("errors")
+    if err:
+        parts.append("<h2>Error analysis</h2><p>" + ", ".join(f"{k.replace('_', ' ')}: <b>{n}</b>" for k, n in err["counts"].items()) + "</p>")
+        for group in ("regressed", "improved", "still_wrong"):
+            if err.get(group):
+                parts += [f"<h3>{group.replace('_', ' ').capitalize()}</h3>",
+                          _table(["input", "reference", "baseline", "tuned"],
+                                 [[e["input"], e["reference"], e["baseline"], e["tuned"]] for e in err[group]])]
+    d = report["data"]
+    parts += ["<h2>Data</h2>", f"<p>Format {html.escape(d['format'])}; train {d['train']}, validation {d['validation']}, "
+              f"test {d['test']}; data hash <code>{html.escape(str(d.get('data_hash', '')))}</code>.</p>"]
+    t = report.get("train")
+    if t:
+        parts += ["<h2>Training</h2>", f"<p>{t['steps']} steps in {t['seconds']:.1f} s; {t['tokens']:,} tokens at "
+                  f"{t['tokens_per_second']:.0f} tokens/s; peak memory {t['peak_rss_mb']:.0f} MiB.</p>"]
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>tunesmith report</title>"
+            f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
