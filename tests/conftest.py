@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random Llama model with a small real BPE tokenizer, built in-process.
+"""Shared fixtures: a tiny random Llama model with a small real BPE tokenizer, built in-process, and a loopback chat server.
 
 The tokenizer is trained here in milliseconds and carries the same ChatML template as the
 embedded model, so unit tests exercise the real rendering, masking, training and
@@ -8,6 +8,8 @@ generation code without the 135M-parameter model.
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,46 @@ def tiny_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
         "eval: {max_new_tokens: 4, batch_size: 8}\n"
     )
     return tmp_path
+
+
+class ChatServer:
+    """A real OpenAI-style ``/v1/chat/completions`` HTTP server on loopback, answering by a given rule.
+
+    It checks the bearer key and records every request; tests use it where a user would point
+    tunesmith at a hosted or local LLM endpoint.
+
+    Args:
+        answer: Request body -> reply text.
+        key: The API key expected as ``Authorization: Bearer <key>``.
+    """
+
+    def __init__(self, answer, key: str = "secret-key"):
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+                if self.headers.get("Authorization") != f"Bearer {key}":
+                    self.send_response(401)
+                    self.end_headers()
+                    self.wfile.write(b'{"error": "bad key"}')
+                    return
+                reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer(body)}}]}
+                payload = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()

@@ -1,72 +1,38 @@
 """Synthetic data: generators (a local model, an OpenAI-compatible endpoint on loopback), filters, provenance."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from typer.testing import CliRunner
 
-from tunesmith.augment import LocalGenerator, OpenAIGenerator, augment
+from tunesmith.augment import augment
+from tunesmith.evaluate.chat import LocalGenerator, OpenAIGenerator
 from tunesmith.cli import app
 from tunesmith.data.examples import Example
 from tunesmith.errors import UserError
 from tunesmith.models.load import load_base_model
+from tests.conftest import ChatServer
 
 SEEDS = [Example("s1", "Where is the card I ordered last week?", "card_arrival", label="card_arrival", source="t.jsonl", line=1),
          Example("s2", "My PIN is blocked after three wrong tries", "pin_blocked", label="pin_blocked", source="t.jsonl", line=2)]
 
 
-class ChatServer:
-    """A real OpenAI-style HTTP endpoint on loopback that answers by a fixed rule and records requests.
-
-    Paraphrase requests are answered with the seed text in other words for s1, and with the
-    seed unchanged for s2 (which the filter must drop); new-example requests all get one text
-    (so all but one must be dropped as repeats of each other).
-    """
-
-    def __init__(self, key: str = "secret-key"):
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
-                if self.headers.get("Authorization") != f"Bearer {key}":
-                    self.send_response(401)
-                    self.end_headers()
-                    self.wfile.write(b'{"error": "bad key"}')
-                    return
-                user = body["messages"][-1]["content"]
-                if user.startswith("Rewrite"):
-                    seed = user.split("\n\n", 1)[1]
-                    text = "When will my ordered card arrive? I placed the order a week ago" if "card" in seed else seed
-                else:
-                    text = "How long does a transfer to another bank take?"
-                answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": f'"{text}"'}}]}
-                payload = json.dumps(answer).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
+def augment_rule(body):
+    """Paraphrases: the card seed in other words, the PIN seed unchanged (the filter must drop it);
+    new examples: all the same text (all but one must be dropped as repeats of each other)."""
+    user = body["messages"][-1]["content"]
+    if user.startswith("Rewrite"):
+        seed = user.split("\n\n", 1)[1]
+        text = "When will my ordered card arrive? I placed the order a week ago" if "card" in seed else seed
+    else:
+        text = "How long does a transfer to another bank take?"
+    return f'"{text}"'
 
 
 @pytest.fixture()
 def chat_server(monkeypatch):
     monkeypatch.setenv("TEST_GEN_KEY", "secret-key")
-    server = ChatServer()
+    server = ChatServer(augment_rule)
     yield server
     server.close()
 

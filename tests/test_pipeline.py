@@ -1,7 +1,10 @@
 """The whole pipeline on the tiny model: every run artefact, loadable by the libraries users know."""
 
+import csv
+import io
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
+from tests.conftest import ChatServer
 from tunesmith.cli import app
 from tunesmith.config import load_config
 from tunesmith.data.prepare import Splits
@@ -148,3 +152,48 @@ def test_prepared_data_and_loss_weights_run(tmp_path, tiny_project, tiny_model_d
     report = json.loads(run.report_json.read_text())
     assert report["data"]["data_hash"] == prepared["data_hash"]
     assert report["data"]["balance"]["strategy"] == "loss_weights"
+
+
+def test_human_review_round_trip_lands_in_the_report(finished_run, tmp_path):
+    run, project = finished_run
+    runs = ["--runs-dir", str(project / "runs")]
+    res = CliRunner().invoke(app, ["review", "export", "--run", run.id, *runs, "--json"])
+    assert res.exit_code == 0, res.output
+    sheet = Path(json.loads(res.stdout)["csv"])
+    rows = sheet.read_text().splitlines()
+    header = rows[0].split(",")
+    filled = [rows[0]]
+    for line in rows[1:]:
+        cells = next(csv.reader([line]))
+        cells[header.index("preference")] = "A"
+        cells[header.index("A_correctness")] = "4"
+        buf = io.StringIO()
+        csv.writer(buf).writerow(cells)
+        filled.append(buf.getvalue().strip())
+    (tmp_path / "kim.csv").write_text("\n".join(filled) + "\n")
+    res = CliRunner().invoke(app, ["review", "import", str(tmp_path / "kim.csv"), "--run", run.id, *runs, "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    n = json.loads(run.report_json.read_text())["data"]["test"]
+    win = summary["win_rate"]
+    assert win["tuned_wins"] + win["baseline_wins"] == n and summary["agreement"]["method"] is None
+    assert "Human review (1 raters" in run.report_md.read_text() and "Human review" in run.report_html.read_text()
+
+
+def test_llm_judge_through_an_endpoint_lands_in_the_report(finished_run, monkeypatch):
+    run, project = finished_run
+    monkeypatch.setenv("TEST_JUDGE_KEY", "secret-key")
+    server = ChatServer(lambda body: '{"correctness": 4, "completeness": 3, "tone": 5, "adherence": 4, "winner": "tie", '
+                                     '"rationale": "both fine"}')
+    try:
+        res = CliRunner().invoke(app, ["judge", "--run", run.id, "--runs-dir", str(project / "runs"), "--judge", "openai",
+                                       "--endpoint", server.url, "--model", "j", "--api-key-env", "TEST_JUDGE_KEY",
+                                       "--max-items", "4", "--json"])
+    finally:
+        server.close()
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["items"] == 4 and summary["rubric"]["tone"] == 5.0 and summary["pairwise"]["tie"] == 4
+    lines = [json.loads(line) for line in (run.root / "judge.jsonl").read_text().splitlines()]
+    assert len(lines) == 8 and all(line["rationale" if line["kind"] == "rubric" else "rationales"] for line in lines)
+    assert "LLM judge" in run.report_md.read_text() and json.loads(run.report_json.read_text())["llm_judge"]["items"] == 4

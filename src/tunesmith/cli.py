@@ -406,6 +406,82 @@ def review_import(
     console.print(f"{result.counts}; rejected rows: {result.rejected_path or 'none'}")
 
 
+human_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Blind human review of a run's baseline and tuned outputs.")
+app.add_typer(human_app, name="review")
+
+
+@human_app.command("export")
+@_handle_errors
+def human_export(
+    run: Annotated[str, typer.Option("--run", help="Run id, or a run folder.")],
+    runs_dir: RunsDirOpt = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the shuffling and the A/B sides.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a blind, shuffled side-by-side sheet (CSV and JSONL) of a run's outputs; the key is kept apart.
+
+    Give each rater a copy of the sheet (one file per rater, named after them); they fill the
+    1-5 rubric columns for A and B and the preference (A, B or tie).
+    """
+    run_paths, _, _ = _pipeline().load_run(run, _runs_dir(runs_dir))
+    sheet_csv, sheet_jsonl, key = _pipeline().export_human_review(run_paths, seed)
+    if as_json:
+        _emit({"csv": str(sheet_csv), "jsonl": str(sheet_jsonl), "key": str(key)})
+        return
+    console.print(f"Sheet: {sheet_csv} (and {sheet_jsonl.name}); key, not for raters: {key}")
+
+
+@human_app.command("import")
+@_handle_errors
+def human_import(
+    sheets: Annotated[list[Path], typer.Argument(help="Rated sheets, one per rater (CSV or JSONL).")],
+    run: Annotated[str, typer.Option("--run", help="Run id, or a run folder.")],
+    runs_dir: RunsDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Un-blind rated sheets: scores and win rate with intervals, inter-rater agreement; added to the run's report."""
+    run_paths, cfg, _ = _pipeline().load_run(run, _runs_dir(runs_dir))
+    summary = _pipeline().import_human_review(run_paths, cfg, sheets)
+    if as_json:
+        _emit(summary)
+        return
+    win = summary["win_rate"]
+    console.print(f"{len(summary['raters'])} raters, {summary['items']} items: tuned wins {win['tuned_wins']}, "
+                  f"baseline wins {win['baseline_wins']}, ties {win['ties']}; agreement {summary['agreement']}")
+    console.print(f"Report updated: {run_paths.report_html}")
+
+
+@app.command()
+@_handle_errors
+def judge(
+    run: Annotated[str, typer.Option("--run", help="Run id, or a run folder.")],
+    runs_dir: RunsDirOpt = None,
+    judge_model: Annotated[str, typer.Option("--judge", help="base (the run's base model), a local model folder, or openai.")] = "base",
+    endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model name for the endpoint.")] = None,
+    api_key_env: Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the endpoint's API key.")] = "OPENAI_API_KEY",
+    mode: Annotated[str, typer.Option("--mode", help="rubric, pairwise, or both.")] = "both",
+    max_items: Annotated[Optional[int], typer.Option("--max-items", help="Judge at most this many test examples.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Judge a run's test outputs with an LLM: 1-5 rubric scores and baseline-vs-tuned preferences in both orders.
+
+    Every judgement and its rationale goes to judge.jsonl in the run; the summary (with the
+    judge-human agreement when `tunesmith review import` has human ratings) goes into the report.
+    """
+    if mode not in ("rubric", "pairwise", "both"):
+        raise typer.BadParameter("one of: rubric, pairwise, both", param_hint="--mode")
+    pipeline = _pipeline()
+    run_paths, cfg, _ = pipeline.load_run(run, _runs_dir(runs_dir))
+    gen = pipeline.make_generator(cfg, judge_model, endpoint, model, api_key_env)
+    summary = pipeline.judge_run(run_paths, cfg, gen, rubric=mode != "pairwise", pairwise=mode != "rubric", max_items=max_items)
+    if as_json:
+        _emit(summary)
+        return
+    console.print(json.dumps({k: v for k, v in summary.items() if k not in ("criteria",)}, indent=2))
+    console.print(f"Report updated: {run_paths.report_html}")
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"tunesmith {__version__}")

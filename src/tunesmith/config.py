@@ -277,6 +277,8 @@ class EvalConfig(_Section):
     """Confidence level of the intervals; "significant" means p < 1 - confidence."""
     slice_by: list[str] = Field(default_factory=lambda: ["label"])
     """Fields to break the metrics down by: label, or any metadata column of the data."""
+    judge_criteria: list[str] = Field(default_factory=lambda: ["correctness", "completeness", "tone", "adherence"])
+    """Rubric criteria the LLM judge (``tunesmith judge``) scores from 1 to 5."""
 
 
 class Config(_Section):

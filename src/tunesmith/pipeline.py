@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from tunesmith.augment import Generated, Generator, LocalGenerator, OpenAIGenerator, augment
+from tunesmith.augment import Generated, augment
+from tunesmith.evaluate.chat import Generator, LocalGenerator, OpenAIGenerator
 from tunesmith.config import Config, config_to_yaml, load_config, resolve_path, resolve_paths
 from tunesmith.data.encode import encode_example, encode_prompt
 from tunesmith.data.examples import Example
@@ -26,6 +27,8 @@ from tunesmith.data.prepare import Splits, prepare_splits
 from tunesmith.dataprep import base_path, prepare_data, print_data_summary
 from tunesmith.evaluate.evaluator import EvalResult, evaluate_model
 from tunesmith.evaluate.generate import generate_batched
+from tunesmith.evaluate.human import export_review, read_ratings, summarize
+from tunesmith.evaluate.judge import judge_pairwise, judge_rubric, summarize_judge
 from tunesmith.evaluate.metrics import check_metric
 from tunesmith.errors import UserError
 from tunesmith.models.adapters import apply_adapter, check_adapter_method, load_adapter
@@ -206,6 +209,72 @@ def augment_data(cfg: Config, base_dir: Path, generator: Generator, out: Path, *
     write_jsonl(out, previous + result.rows)
     write_jsonl(out.with_name(out.stem + ".filtered.jsonl"), result.filtered)
     return result
+
+
+def export_human_review(run: RunPaths, seed: int) -> tuple[Path, Path, Path]:
+    """Write the blind review sheet of a run's baseline and tuned outputs into ``run/review/``.
+
+    Raises:
+        UserError: The run has no baseline predictions to compare with.
+    """
+    if not (run.predictions / "baseline.jsonl").is_file():
+        raise UserError(f"run {run.id} has no baseline predictions (eval.baseline was off)")
+    return export_review(run.predictions / "baseline.jsonl", run.predictions / "tuned.jsonl", run.root / "review", seed=seed)
+
+
+def import_human_review(run: RunPaths, cfg: Config, sheets: list[Path]) -> dict[str, Any]:
+    """Un-blind raters' sheets, summarise them, and add the result to the run's reports.
+
+    Raises:
+        UserError: The run has no review key (export first), or a sheet is invalid.
+    """
+    key = run.root / "review" / "review_key.json"
+    if not key.is_file():
+        raise UserError(f"run {run.id} has no review key: run `tunesmith review export --run {run.id}` first")
+    criteria = json.loads(key.read_text())["criteria"]
+    ratings = read_ratings(sheets, key)
+    write_jsonl(run.root / "review" / "ratings.jsonl", ratings)
+    summary = summarize(ratings, criteria, seed=cfg.project.seed)
+    _add_to_report(run, cfg, "human_review", summary)
+    return summary
+
+
+def judge_run(run: RunPaths, cfg: Config, judge: Generator, *, rubric: bool, pairwise: bool,
+              max_items: int | None) -> dict[str, Any]:
+    """LLM-as-judge on a run's test outputs; every judgement goes to ``judge.jsonl``, the summary to the reports.
+
+    Raises:
+        UserError: Pairwise judging without baseline predictions.
+    """
+    tuned = read_jsonl(run.predictions / "tuned.jsonl")[:max_items]
+    has_base = (run.predictions / "baseline.jsonl").is_file()
+    if pairwise and not has_base:
+        raise UserError(f"run {run.id} has no baseline predictions to compare with (eval.baseline was off)")
+    baseline = read_jsonl(run.predictions / "baseline.jsonl")[:max_items] if has_base else []
+    criteria = cfg.eval.judge_criteria
+    with console.status(f"Judging {len(tuned)} outputs with {judge.name}"):
+        scored = judge_rubric(judge, tuned, criteria, cfg.project.seed) if rubric else None
+        pairs = judge_pairwise(judge, baseline, tuned, cfg.project.seed) if pairwise else None
+    write_jsonl(run.root / "judge.jsonl", [{"kind": "rubric", **r} for r in scored or []] +
+                [{"kind": "pairwise", **p} for p in pairs or []])
+    ratings = run.root / "review" / "ratings.jsonl"
+    human = read_jsonl(ratings) if ratings.is_file() else None
+    summary = {"judge": judge.name, "items": len(tuned), "criteria": criteria,
+               **summarize_judge(scored, pairs, criteria, human)}
+    _add_to_report(run, cfg, "llm_judge", summary)
+    return summary
+
+
+def _add_to_report(run: RunPaths, cfg: Config, key: str, value: dict[str, Any]) -> None:
+    """Add a section to ``report.json`` and render the markdown and HTML reports again."""
+    report = json.loads(run.report_json.read_text())
+    report[key] = value
+    run.report_json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    tuned = read_jsonl(run.predictions / "tuned.jsonl")
+    base_path_ = run.predictions / "baseline.jsonl"
+    baseline = read_jsonl(base_path_) if base_path_.is_file() else []
+    run.report_md.write_text(render_markdown(report, tuned, baseline, cfg.eval.show_examples), encoding="utf-8")
+    run.report_html.write_text(render_html(report, {"confusion": run.confusion_plot, "loss": run.loss_plot}), encoding="utf-8")
 
 
 def load_run(ref: str, runs_dir: Path) -> tuple[RunPaths, Config, Splits]:

@@ -219,3 +219,39 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Read a JSONL file written by :func:`write_jsonl` (tunesmith's own files; user data goes through :func:`read_records`)."""
     with path.open(encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def write_sheet(path: Path, items: list[dict[str, Any]]) -> None:
+    """Write review rows as a sheet: CSV (for spreadsheets) when ``path`` ends in .csv, else JSONL."""
+    if path.suffix.lower() != ".csv":
+        write_jsonl(path, items)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for item in items for k in item))
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(items)
+
+
+def read_sheet(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """Rows of a sheet a person filled in (CSV or JSONL), each with its line number for error messages.
+
+    Raises:
+        DataError: The file is missing or a JSONL line is not valid JSON.
+    """
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            return [(i, dict(r)) for i, r in enumerate(csv.DictReader(fh), start=2)]  # line 1 is the header
+    items = []
+    with path.open(encoding="utf-8") as fh:
+        for line, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            try:
+                items.append((line, json.loads(text)))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"malformed JSON: {exc.msg}", path=path, line=line) from None
+    return items

@@ -9,7 +9,6 @@ undecided ones waiting.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.io import read_jsonl, write_jsonl
+from tunesmith.data.io import read_jsonl, read_sheet, write_jsonl, write_sheet
 from tunesmith.errors import DataError
 
 APPROVE = {"approve", "approved", "yes", "y", "ok", "1", "true", "x", "accept"}
@@ -51,34 +50,8 @@ def export_sheet(generated: Path, out: Path) -> int:
                       "seed_ids": ",".join(map(str, prov.get("seed_ids", []))), "generator": prov.get("generator", "")})
     if not items:
         raise DataError("no rows are waiting for review (needs_review: true)", path=generated)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".csv":
-        fields = list(dict.fromkeys(k for item in items for k in item))
-        with out.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(items)
-    else:
-        write_jsonl(out, items)
+    write_sheet(out, items)
     return len(items)
-
-
-def _read_sheet(sheet: Path) -> list[tuple[int, dict[str, Any]]]:
-    if not sheet.is_file():
-        raise DataError("file not found", path=sheet)
-    if sheet.suffix.lower() == ".csv":
-        with sheet.open(newline="", encoding="utf-8-sig") as fh:
-            return [(i, dict(r)) for i, r in enumerate(csv.DictReader(fh), start=2)]  # line 1 is the header
-    items = []
-    with sheet.open(encoding="utf-8") as fh:
-        for line, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                items.append((line, json.loads(text)))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"malformed JSON: {exc.msg}", path=sheet, line=line) from None
-    return items
 
 
 @dataclass
@@ -112,7 +85,7 @@ def import_sheets(sheets: list[Path], generated: Path, reviewer: str = "") -> Re
     rows = list(read_jsonl(generated))
     decided: dict[int, tuple[str, dict[str, Any]]] = {}
     for sheet in sheets:
-        for line, item in _read_sheet(sheet):
+        for line, item in read_sheet(sheet):
             try:
                 rid = int(item.get("review_id", ""))
             except (TypeError, ValueError):

@@ -77,6 +77,26 @@ def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
                 parts += [f"<h3>{group.replace('_', ' ').capitalize()}</h3>",
                           _table(["input", "reference", "baseline", "tuned"],
                                  [[e["input"], e["reference"], e["baseline"], e["tuned"]] for e in err[group]])]
+    hr = report.get("human_review")
+    if hr:
+        win, agree = hr["win_rate"], hr["agreement"]
+        rate = win["rate"]
+        parts += [f"<h2>Human review ({len(hr['raters'])} raters, {hr['items']} items, blind A/B)</h2>",
+                  f"<p>Tuned wins {win['tuned_wins']}, baseline wins {win['baseline_wins']}, ties {win['ties']}"
+                  + (f"; win rate {rate['value']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}]" if rate else "") + ".</p>",
+                  _table(["criterion (1-5)", "baseline", "tuned", "agreement"],
+                         [[c, hr["scores"]["baseline"][c] and hr["scores"]["baseline"][c]["value"],
+                           hr["scores"]["tuned"][c] and hr["scores"]["tuned"][c]["value"], agree.get(c)]
+                          for c in hr["scores"]["baseline"]])]
+    lj = report.get("llm_judge")
+    if lj:
+        parts.append(f"<h2>LLM judge ({html.escape(lj['judge'])}, {lj['items']} items)</h2>")
+        if lj.get("rubric"):
+            parts.append(_table(["criterion (1-5, tuned)", "mean"], list(lj["rubric"].items())))
+        pw = lj.get("pairwise")
+        if pw:
+            parts.append(f"<p>Pairwise, both orders: tuned {pw['tuned']}, baseline {pw['baseline']}, tie {pw['tie']}, "
+                         f"orders disagree {pw['disagree']}; win rate {_e(pw['win_rate'])}.</p>")
     d = report["data"]
     parts += ["<h2>Data</h2>", f"<p>Format {html.escape(d['format'])}; train {d['train']}, validation {d['validation']}, "
               f"test {d['test']}; data hash <code>{html.escape(str(d.get('data_hash', '')))}</code>.</p>"]

@@ -71,6 +71,34 @@ def render_markdown(report: dict[str, Any], tuned_rows: Sequence[dict[str, Any]]
                 cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")[:120]  # noqa: E731
                 lines += [f"| {cell(e['input'])} | {cell(e['reference'])} | {cell(e['baseline'])} | {cell(e['tuned'])} |"
                           for e in err[group]]
+    hr = report.get("human_review")
+    if hr:
+        win = hr["win_rate"]
+        rate = win["rate"]
+        lines += ["", f"## Human review ({len(hr['raters'])} raters, {hr['items']} items, blind A/B)", "",
+                  f"Tuned wins {win['tuned_wins']}, baseline wins {win['baseline_wins']}, ties {win['ties']}"
+                  + (f"; win rate {rate['value']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}] (ties count half)." if rate else "."),
+                  "", "| criterion (1-5) | baseline | tuned | agreement |", "|---|---|---|---|"]
+        agree = hr["agreement"]
+        for c, b in hr["scores"]["baseline"].items():
+            t = hr["scores"]["tuned"][c]
+            fmt = lambda v: "–" if not v else f"{v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]"  # noqa: E731
+            lines.append(f"| {c} | {fmt(b)} | {fmt(t)} | {_fmt(agree.get(c))} |")
+        if agree.get("method"):
+            lines.append(f"\nAgreement: {agree['method'].replace('_', ' ')}; on the preference: {_fmt(agree.get('preference'))}.")
+    lj = report.get("llm_judge")
+    if lj:
+        lines += ["", f"## LLM judge ({lj['judge']}, {lj['items']} items; every judgement with its rationale in `judge.jsonl`)", ""]
+        if lj.get("rubric"):
+            lines += ["| criterion (1-5, tuned) | mean |", "|---|---|"] + [f"| {c} | {_fmt(v)} |" for c, v in lj["rubric"].items()]
+        pw = lj.get("pairwise")
+        if pw:
+            lines += ["", f"Pairwise, both orders: tuned {pw['tuned']}, baseline {pw['baseline']}, tie {pw['tie']}, "
+                      f"orders disagree {pw['disagree']}; win rate {_fmt(pw['win_rate'])}; position A picked "
+                      f"{pw['picked_position_a']:.0%} of the time."]
+        jh = lj.get("judge_human")
+        if jh:
+            lines.append(f"Judge vs human preference on {jh['items']} items: agreement {_fmt(jh['agreement'])}, kappa {_fmt(jh['kappa'])}.")
     d = report["data"]
     lines += ["", "## Data", "", f"Format `{d['format']}`; examples per split: train **{d['train']}**, "
               f"validation **{d['validation']}**, test **{d['test']}**."]
