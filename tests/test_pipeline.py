@@ -197,3 +197,19 @@ def test_llm_judge_through_an_endpoint_lands_in_the_report(finished_run, monkeyp
     lines = [json.loads(line) for line in (run.root / "judge.jsonl").read_text().splitlines()]
     assert len(lines) == 8 and all(line["rationale" if line["kind"] == "rubric" else "rationales"] for line in lines)
     assert "LLM judge" in run.report_md.read_text() and json.loads(run.report_json.read_text())["llm_judge"]["items"] == 4
+
+
+def test_fairness_report_by_attribute_and_counterfactual_swaps(tiny_project):
+    path = tiny_project / "data" / "train.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({**r, "channel": ("app", "web")[i % 2]}) + "\n" for i, r in enumerate(rows)))
+    cfg, base = load_config(tiny_project / "tunesmith.yaml",
+                            ["eval.fairness.attribute=channel", "eval.fairness.counterfactual_swaps=[[card, phone]]"])
+    run = run_pipeline(cfg, base)
+    fair = json.loads(run.report_json.read_text())["fairness"]
+    groups = fair["groups"]
+    assert {g["value"] for g in groups["groups"]} == {"app", "web"} and sum(g["count"] for g in groups["groups"]) == 6
+    assert groups["ratio"] is None or 0 <= groups["ratio"] <= 1
+    cf = fair["counterfactual"]
+    assert cf["probed"] >= 1 and 0 <= cf["changed"] <= cf["probed"]
+    assert "## Fairness" in run.report_md.read_text() and "Fairness" in run.report_html.read_text()

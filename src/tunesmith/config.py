@@ -258,6 +258,17 @@ class TrainConfig(_Section):
     """CPU threads for PyTorch; None uses PyTorch's default (one per core)."""
 
 
+class FairnessConfig(_Section):
+    """Per-group metrics and counterfactual probes for a sensitive attribute."""
+
+    attribute: str | None = None
+    """Metadata column holding the sensitive attribute (e.g. gender, region); None skips the group report."""
+    counterfactual_swaps: list[tuple[str, str]] = Field(default_factory=list)
+    """Pairs of terms swapped both ways in test prompts, e.g. [[he, she], [his, her]]; the report counts changed answers."""
+    min_ratio: float = Field(0.8, gt=0, le=1)
+    """Disparate-impact ratio (worst group's metric over the best's) below which the report flags the model."""
+
+
 class EvalConfig(_Section):
     """How the baseline and the tuned model are evaluated."""
 
@@ -279,6 +290,8 @@ class EvalConfig(_Section):
     """Fields to break the metrics down by: label, or any metadata column of the data."""
     judge_criteria: list[str] = Field(default_factory=lambda: ["correctness", "completeness", "tone", "adherence"])
     """Rubric criteria the LLM judge (``tunesmith judge``) scores from 1 to 5."""
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+    """Fairness report: metric per group of a sensitive attribute, counterfactual term swaps."""
 
 
 class Config(_Section):

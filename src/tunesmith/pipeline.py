@@ -29,7 +29,8 @@ from tunesmith.evaluate.evaluator import EvalResult, evaluate_model
 from tunesmith.evaluate.generate import generate_batched
 from tunesmith.evaluate.human import export_review, read_ratings, summarize
 from tunesmith.evaluate.judge import judge_pairwise, judge_rubric, summarize_judge
-from tunesmith.evaluate.metrics import check_metric
+from tunesmith.evaluate.fairness import counterfactual_probe, group_metrics
+from tunesmith.evaluate.metrics import METRICS, TASK_METRICS, check_metric
 from tunesmith.errors import UserError
 from tunesmith.models.adapters import apply_adapter, check_adapter_method, load_adapter
 from tunesmith.models.load import LoadedModel, load_base_model
@@ -89,8 +90,27 @@ def _resolved(cfg: Config, base_dir: Path) -> Config:
     return out
 
 
+def fairness_report(lm: LoadedModel, splits: Splits, cfg: Config, tuned: EvalResult) -> dict[str, Any] | None:
+    """Per-group metrics and counterfactual probes of the tuned model, when ``eval.fairness`` asks for them."""
+    fc, task = cfg.eval.fairness, cfg.objective.task
+    if fc.attribute is None and not fc.counterfactual_swaps:
+        return None
+    metric = cfg.objective.primary_metric if cfg.objective.primary_metric in METRICS else TASK_METRICS[task][0]
+    out: dict[str, Any] = {}
+    if fc.attribute is not None:
+        out["groups"] = group_metrics(tuned.predictions, fc.attribute, metric, task, fc.min_ratio)
+    if fc.counterfactual_swaps:
+        examples = splits.test[: len(tuned.predictions)]
+        out["counterfactual"] = counterfactual_probe(
+            lm, examples, tuned.predictions, swaps=fc.counterfactual_swaps, task=task, system_prompt=splits.system_prompt,
+            labels=splits.labels, max_seq_len=cfg.model.max_seq_len, max_new_tokens=cfg.eval.max_new_tokens,
+            batch_size=cfg.eval.batch_size)
+    return out
+
+
 def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, baseline: EvalResult | None,
-                 tuned: EvalResult, result: TrainResult | None, timings: dict[str, float]) -> dict[str, Any]:
+                 tuned: EvalResult, result: TrainResult | None, timings: dict[str, float],
+                 fairness: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write predictions, ``report.json``, ``report.md``, ``report.html`` and the plots into the run folder."""
     if baseline is not None:
         write_jsonl(run.predictions / "baseline.jsonl", baseline.predictions)
@@ -103,6 +123,8 @@ def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, ba
             "lengths": splits.lengths, "balance": splits.balance}
     report = build_report(cfg=cfg, run_id=run.id, model_info=model_info, data=data, baseline=baseline,
                           tuned=tuned, train=result, timings=timings)
+    if fairness is not None:
+        report["fairness"] = fairness
     run.report_json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     if result is not None:
         plot_loss(result.history, run.loss_plot, title=f"{cfg.project.name}: loss")
@@ -162,7 +184,8 @@ def run_pipeline(cfg: Config, base_dir: Path) -> RunPaths:
             lm.model.save_pretrained(run.adapter)
         with _timed(timings, "tuned eval"):
             tuned = evaluate_split(lm, splits, cfg, "tuned")
-        report = write_report(run, cfg, lm, splits, baseline, tuned, result, timings)
+        fairness = fairness_report(lm, splits, cfg, tuned)
+        report = write_report(run, cfg, lm, splits, baseline, tuned, result, timings, fairness)
     except BaseException as exc:
         write_status(run, "failed", error=f"{type(exc).__name__}: {exc}")
         raise

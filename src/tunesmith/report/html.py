@@ -77,6 +77,16 @@ def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
                 parts += [f"<h3>{group.replace('_', ' ').capitalize()}</h3>",
                           _table(["input", "reference", "baseline", "tuned"],
                                  [[e["input"], e["reference"], e["baseline"], e["tuned"]] for e in err[group]])]
+    fair = report.get("fairness")
+    if fair:
+        parts.append("<h2>Fairness</h2>")
+        g = fair.get("groups")
+        if g:
+            parts += [_table(["group", "examples", g["metric"]], [[x["value"], x["count"], x["metric"]] for x in g["groups"]]),
+                      f"<p>Disparate-impact ratio: <b>{_e(g['ratio'])}</b>{' — below ' + str(g['min_ratio']) if g['flagged'] else ''}.</p>"]
+        cf = fair.get("counterfactual")
+        if cf:
+            parts.append(f"<p>Counterfactual probes: {cf['changed']} of {cf['probed']} answers changed.</p>")
     hr = report.get("human_review")
     if hr:
         win, agree = hr["win_rate"], hr["agreement"]

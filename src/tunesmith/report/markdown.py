@@ -71,6 +71,21 @@ def render_markdown(report: dict[str, Any], tuned_rows: Sequence[dict[str, Any]]
                 cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")[:120]  # noqa: E731
                 lines += [f"| {cell(e['input'])} | {cell(e['reference'])} | {cell(e['baseline'])} | {cell(e['tuned'])} |"
                           for e in err[group]]
+    fair = report.get("fairness")
+    if fair:
+        lines += ["", "## Fairness", ""]
+        g = fair.get("groups")
+        if g:
+            lines += [f"{g['metric']} by `{g['attribute']}` ({g['missing']} test examples without it):", "",
+                      "| group | examples | metric |", "|---|---|---|"]
+            lines += [f"| {x['value']} | {x['count']} | {_fmt(x['metric'])} |" for x in g["groups"]]
+            lines.append(f"\nDisparate-impact ratio (worst group / best group): **{_fmt(g['ratio'])}**"
+                         + (f" ⚠️ below {g['min_ratio']:g}" if g["flagged"] else f" (threshold {g['min_ratio']:g})"))
+        cf = fair.get("counterfactual")
+        if cf:
+            rate = "–" if cf["rate"] is None else f"{cf['rate']:.1%}"
+            lines.append(f"\nCounterfactual probes (swapping {', '.join('/'.join(p) for p in cf['swaps'])}): "
+                         f"{cf['changed']} of {cf['probed']} answers changed ({rate}).")
     hr = report.get("human_review")
     if hr:
         win = hr["win_rate"]
