@@ -43,13 +43,16 @@ def test_run_writes_every_artefact(finished_run):
     assert report["data"]["train"] + report["data"]["validation"] + report["data"]["test"] == 54
     md = run.report_md.read_text()
     for part in ("Verdict", "| accuracy ⭐", "tokens/s", "peak memory", "Best", "Worst", "train **",
-                 "paired bootstrap", "By slice", "Error analysis"):
+                 "paired bootstrap", "By slice", "Error analysis", "Forgetting"):
         assert part in md
     sig = report["significance"]["accuracy"]
     assert sig["diff"]["low"] <= sig["diff"]["value"] <= sig["diff"]["high"] and 0 < sig["p_value"] <= 1
     assert report["interval"]["low"] <= report["tuned"]["metrics"]["accuracy"] <= report["interval"]["high"]
     assert {r["value"] for r in report["slices"]["rows"]} == set(report["data"]["labels"])
     assert set(report["errors"]["counts"]) == {"regressed", "improved", "still_wrong"}
+    fg = report["forgetting"]
+    assert fg["perplexity_before"] > 1 and fg["perplexity_after"] > 1 and len(fg["probe"]) == 12
+    assert {"general before", "general after"} <= set(report["timings"])
     matrix = report["confusion"]["tuned"]
     assert sum(map(sum, matrix)) == report["data"]["test"] and len(matrix[0]) == len(report["data"]["labels"]) + 1
     page = run.report_html.read_text()

@@ -269,6 +269,19 @@ class FairnessConfig(_Section):
     """Disparate-impact ratio (worst group's metric over the best's) below which the report flags the model."""
 
 
+class ForgettingConfig(_Section):
+    """General ability before and after tuning, on small sets bundled with tunesmith."""
+
+    enabled: bool = True
+    """Measure perplexity on general text and a general instruction probe, before and after tuning."""
+    max_perplexity_increase: float = Field(0.2, ge=0)
+    """Warn when perplexity on the general text rises by more than this fraction (0.2 = 20%)."""
+    max_probe_drop: float = Field(0.1, ge=0)
+    """Warn when the probe's token F1 falls by more than this."""
+    max_new_tokens: int = Field(16, gt=0)
+    """Longest probe answer in tokens."""
+
+
 class EvalConfig(_Section):
     """How the baseline and the tuned model are evaluated."""
 
@@ -292,6 +305,8 @@ class EvalConfig(_Section):
     """Rubric criteria the LLM judge (``tunesmith judge``) scores from 1 to 5."""
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     """Fairness report: metric per group of a sensitive attribute, counterfactual term swaps."""
+    forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig)
+    """Forgetting check: general text and a general instruction probe, before and after tuning."""
 
 
 class Config(_Section):

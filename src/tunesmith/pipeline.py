@@ -30,6 +30,7 @@ from tunesmith.evaluate.generate import generate_batched
 from tunesmith.evaluate.human import export_review, read_ratings, summarize
 from tunesmith.evaluate.judge import judge_pairwise, judge_rubric, summarize_judge
 from tunesmith.evaluate.fairness import counterfactual_probe, group_metrics
+from tunesmith.evaluate.forgetting import compare_general, measure_general
 from tunesmith.evaluate.metrics import METRICS, TASK_METRICS, check_metric
 from tunesmith.errors import UserError
 from tunesmith.models.adapters import apply_adapter, check_adapter_method, load_adapter
@@ -90,6 +91,12 @@ def _resolved(cfg: Config, base_dir: Path) -> Config:
     return out
 
 
+def general_check(lm: LoadedModel, cfg: Config) -> dict[str, Any]:
+    """Perplexity on bundled general text and the general instruction probe, for the model in ``lm``."""
+    return measure_general(lm, max_seq_len=cfg.model.max_seq_len, batch_size=cfg.eval.batch_size,
+                           max_new_tokens=cfg.eval.forgetting.max_new_tokens)
+
+
 def fairness_report(lm: LoadedModel, splits: Splits, cfg: Config, tuned: EvalResult) -> dict[str, Any] | None:
     """Per-group metrics and counterfactual probes of the tuned model, when ``eval.fairness`` asks for them."""
     fc, task = cfg.eval.fairness, cfg.objective.task
@@ -110,7 +117,7 @@ def fairness_report(lm: LoadedModel, splits: Splits, cfg: Config, tuned: EvalRes
 
 def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, baseline: EvalResult | None,
                  tuned: EvalResult, result: TrainResult | None, timings: dict[str, float],
-                 fairness: dict[str, Any] | None = None) -> dict[str, Any]:
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write predictions, ``report.json``, ``report.md``, ``report.html`` and the plots into the run folder."""
     if baseline is not None:
         write_jsonl(run.predictions / "baseline.jsonl", baseline.predictions)
@@ -123,8 +130,7 @@ def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, ba
             "lengths": splits.lengths, "balance": splits.balance}
     report = build_report(cfg=cfg, run_id=run.id, model_info=model_info, data=data, baseline=baseline,
                           tuned=tuned, train=result, timings=timings)
-    if fairness is not None:
-        report["fairness"] = fairness
+    report.update({k: v for k, v in (extra or {}).items() if v is not None})
     run.report_json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     if result is not None:
         plot_loss(result.history, run.loss_plot, title=f"{cfg.project.name}: loss")
@@ -167,6 +173,10 @@ def run_pipeline(cfg: Config, base_dir: Path) -> RunPaths:
         print_data_summary(splits, run.data)
         with _timed(timings, "load model"):
             lm = load_model(cfg, path)
+        general_before = None
+        if cfg.eval.forgetting.enabled:
+            with _timed(timings, "general before"):
+                general_before = general_check(lm, cfg)
         baseline = None
         if cfg.eval.baseline:
             with _timed(timings, "baseline eval"):
@@ -185,7 +195,14 @@ def run_pipeline(cfg: Config, base_dir: Path) -> RunPaths:
         with _timed(timings, "tuned eval"):
             tuned = evaluate_split(lm, splits, cfg, "tuned")
         fairness = fairness_report(lm, splits, cfg, tuned)
-        report = write_report(run, cfg, lm, splits, baseline, tuned, result, timings, fairness)
+        forgetting = None
+        if general_before is not None:
+            with _timed(timings, "general after"):
+                forgetting = compare_general(general_before, general_check(lm, cfg), cfg.eval.forgetting)
+            for warning in forgetting["warnings"]:
+                console.print(f"[yellow]warning:[/] {warning}")
+        report = write_report(run, cfg, lm, splits, baseline, tuned, result, timings,
+                              {"fairness": fairness, "forgetting": forgetting})
     except BaseException as exc:
         write_status(run, "failed", error=f"{type(exc).__name__}: {exc}")
         raise

@@ -77,6 +77,13 @@ def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
                 parts += [f"<h3>{group.replace('_', ' ').capitalize()}</h3>",
                           _table(["input", "reference", "baseline", "tuned"],
                                  [[e["input"], e["reference"], e["baseline"], e["tuned"]] for e in err[group]])]
+    fg = report.get("forgetting")
+    if fg:
+        parts += ["<h2>Forgetting (general ability)</h2>",
+                  _table(["", "before tuning", "after", "change"],
+                         [["perplexity on general text", fg["perplexity_before"], fg["perplexity_after"], fg["perplexity_change"]],
+                          ["general probe token F1", fg["probe_f1_before"], fg["probe_f1_after"], fg["probe_f1_change"]]])]
+        parts += [f"<p><b>warning:</b> {html.escape(w)}</p>" for w in fg["warnings"]]
     fair = report.get("fairness")
     if fair:
         parts.append("<h2>Fairness</h2>")

@@ -71,6 +71,15 @@ def render_markdown(report: dict[str, Any], tuned_rows: Sequence[dict[str, Any]]
                 cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")[:120]  # noqa: E731
                 lines += [f"| {cell(e['input'])} | {cell(e['reference'])} | {cell(e['baseline'])} | {cell(e['tuned'])} |"
                           for e in err[group]]
+    fg = report.get("forgetting")
+    if fg:
+        lines += ["", "## Forgetting (general ability, bundled sets written for tunesmith)", "",
+                  "| | before tuning | after | change |", "|---|---|---|---|",
+                  f"| perplexity on general text (lower is better) | {_fmt(fg['perplexity_before'])} | {_fmt(fg['perplexity_after'])} | "
+                  f"{_fmt(fg['perplexity_change'], pct=True)} |",
+                  f"| general instruction probe, token F1 | {_fmt(fg['probe_f1_before'])} | {_fmt(fg['probe_f1_after'])} | "
+                  f"{_fmt(fg['probe_f1_change'])} |"]
+        lines += [f"\n⚠️ {w}" for w in fg["warnings"]] or ["", "No warning: within the configured thresholds."]
     fair = report.get("fairness")
     if fair:
         lines += ["", "## Fairness", ""]
