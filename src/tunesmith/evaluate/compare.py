@@ -87,6 +87,7 @@ def slice_breakdown(task: str, metric: str, baseline: Sequence[Row] | None, tune
         come first, then by tuned value.
     """
     fn = METRICS[metric].fn
+    refs = _refs(tuned, task)
     out = []
     for field in fields:
         groups: dict[str, list[int]] = defaultdict(list)
@@ -95,8 +96,8 @@ def slice_breakdown(task: str, metric: str, baseline: Sequence[Row] | None, tune
             if value is not None:
                 groups[str(value)].append(i)
         for value, idx in groups.items():
-            t = fn([tuned[i]["prediction"] for i in idx], [_refs(tuned, task)[i] for i in idx])
-            b = fn([baseline[i]["prediction"] for i in idx], [_refs(baseline, task)[i] for i in idx]) if baseline else None
+            t = fn([tuned[i]["prediction"] for i in idx], [refs[i] for i in idx])
+            b = fn([baseline[i]["prediction"] for i in idx], [refs[i] for i in idx]) if baseline else None
             out.append({"field": field, "value": value, "count": len(idx), "baseline": b, "tuned": t,
                         "change": None if b is None else t - b})
     sign = 1 if higher_is_better(metric) else -1
