@@ -36,6 +36,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout instead of text.")]
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The project file.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a key, e.g. --set train.epochs=2 (repeatable).")]
+# The options of commands that talk to a chat model (data augment, judge).
+EndpointOpt = Annotated[Optional[str], typer.Option("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")]
+EndpointModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name for the endpoint.")]
+ApiKeyEnvOpt = Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the endpoint's API key.")]
 RunsDirOpt = Annotated[Optional[Path], typer.Option("--runs-dir", help="Folder of runs (default: from ./tunesmith.yaml, else ./runs).")]
 
 
@@ -344,9 +348,9 @@ def data_augment(
     paraphrases: Annotated[int, typer.Option("--paraphrases", help="Rewrites to ask for per training example.")] = 0,
     new: Annotated[int, typer.Option("--new", help="New examples to ask for in total (self-instruct from a few seeds each).")] = 0,
     generator: Annotated[str, typer.Option("--generator", help="base (the project's base model), a local model folder, or openai.")] = "base",
-    endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Model name for the endpoint.")] = None,
-    api_key_env: Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the endpoint's API key.")] = "OPENAI_API_KEY",
+    endpoint: EndpointOpt = None,
+    model: EndpointModelOpt = None,
+    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature.")] = 0.8,
     max_seeds: Annotated[Optional[int], typer.Option("--max-seeds", help="Use at most this many training examples as seeds.")] = None,
     append: Annotated[bool, typer.Option("--append", help="Add to an existing output file.")] = False,
@@ -457,9 +461,9 @@ def judge(
     run: Annotated[str, typer.Option("--run", help="Run id, or a run folder.")],
     runs_dir: RunsDirOpt = None,
     judge_model: Annotated[str, typer.Option("--judge", help="base (the run's base model), a local model folder, or openai.")] = "base",
-    endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Model name for the endpoint.")] = None,
-    api_key_env: Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the endpoint's API key.")] = "OPENAI_API_KEY",
+    endpoint: EndpointOpt = None,
+    model: EndpointModelOpt = None,
+    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
     mode: Annotated[str, typer.Option("--mode", help="rubric, pairwise, or both.")] = "both",
     max_items: Annotated[Optional[int], typer.Option("--max-items", help="Judge at most this many test examples.")] = None,
     as_json: JsonOpt = False,

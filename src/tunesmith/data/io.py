@@ -246,7 +246,7 @@ def read_sheet(path: Path) -> list[tuple[int, dict[str, Any]]]:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             return [(i, dict(r)) for i, r in enumerate(csv.DictReader(fh), start=2)]  # line 1 is the header
     items = []
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:  # spreadsheet tools often add a BOM
         for line, text in enumerate(fh, start=1):
             if not text.strip():
                 continue

@@ -8,10 +8,10 @@ with paired intervals and a permutation test.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from tunesmith.data.io import read_sheet
 from tunesmith.errors import DataError
 from tunesmith.evaluate.metrics import METRICS, TASK_METRICS
 from tunesmith.evaluate.normalize import match_label
@@ -19,36 +19,27 @@ from tunesmith.evaluate.stats import bootstrap_interval, compare_paired
 
 
 def _read(path: Path, field: str) -> dict[str, Any]:
-    """``id -> field`` from a JSONL file.
+    """``id -> field`` from a JSONL (or CSV) file.
 
     Raises:
         DataError: The file is missing, a line is not a JSON object, an id repeats, or a field is missing or mistyped.
     """
-    if not path.is_file():
-        raise DataError("file not found", path=path)
     out: dict[str, Any] = {}
-    with path.open(encoding="utf-8-sig") as fh:
-        for line, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"malformed JSON: {exc.msg}", path=path, line=line) from None
-            if not isinstance(row, dict):
-                raise DataError("expected a JSON object", path=path, line=line)
-            if row.get("id") is None:
-                raise DataError("missing required field", path=path, line=line, field="id")
-            key = str(row["id"])
-            if key in out:
-                raise DataError(f"id {key!r} appears twice", path=path, line=line, field="id")
-            value = row.get(field)
-            ok = isinstance(value, str) or (field == "reference" and isinstance(value, list) and value
-                                             and all(isinstance(v, str) for v in value))
-            if not ok:
-                want = "a string or a non-empty list of strings" if field == "reference" else "a string"
-                raise DataError(f"expected {want}", path=path, line=line, field=field)
-            out[key] = value
+    for line, row in read_sheet(path):
+        if not isinstance(row, dict):
+            raise DataError("expected a JSON object", path=path, line=line)
+        if row.get("id") is None:
+            raise DataError("missing required field", path=path, line=line, field="id")
+        key = str(row["id"])
+        if key in out:
+            raise DataError(f"id {key!r} appears twice", path=path, line=line, field="id")
+        value = row.get(field)
+        ok = isinstance(value, str) or (field == "reference" and isinstance(value, list) and value
+                                         and all(isinstance(v, str) for v in value))
+        if not ok:
+            want = "a string or a non-empty list of strings" if field == "reference" else "a string"
+            raise DataError(f"expected {want}", path=path, line=line, field=field)
+        out[key] = value
     if not out:
         raise DataError("no rows", path=path)
     return out
