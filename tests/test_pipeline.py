@@ -19,7 +19,7 @@ from tunesmith.data.prepare import Splits
 from tunesmith.errors import ConfigError
 from tunesmith.pipeline import chat_once, evaluate_run, load_run, run_pipeline
 from tunesmith.project import init_project
-from tunesmith.runs import list_runs
+from tunesmith.registry import query_runs
 
 
 @pytest.fixture()
@@ -84,7 +84,7 @@ def test_stored_config_and_splits_reproduce_the_evaluation(finished_run):
     base_result = evaluate_run(run, cfg, splits, base=True)
     assert base_result.metrics["accuracy"] == pytest.approx(report["baseline"]["metrics"]["accuracy"])
     assert isinstance(chat_once(run, cfg, splits, "Where is my card?", 3), str)
-    rows = list_runs(project / "runs")
+    rows = query_runs(project / "runs")
     assert rows[0]["id"] == run.id and rows[0]["status"] == "completed" and rows[0]["metric"] == "accuracy"
 
 

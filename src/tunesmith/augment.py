@@ -19,7 +19,7 @@ from tunesmith.config import DedupConfig
 from tunesmith.data.examples import Example
 from tunesmith.data.formats import example_to_row
 from tunesmith.data.quality import deduplicate, find_leakage
-from tunesmith.evaluate.chat import Generator, Messages
+from tunesmith.evaluate.chat import Generator
 
 PARAPHRASE_SYSTEM = "You rewrite texts. Reply with the rewritten text only, nothing else."
 PARAPHRASE_USER = "Rewrite this text in different words. Keep its meaning, its language and its details.\n\n{text}"

@@ -9,25 +9,31 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tunesmith import __version__
 from tunesmith.config import TASKS, load_config, resolve_path
-from tunesmith.errors import EXIT_USER, TunesmithError
+from tunesmith.errors import EXIT_USER, TunesmithError, UserError
 from tunesmith.evaluate.normalize import match_label
 from tunesmith.data.prepare import guess_task, prepare_splits
 from tunesmith.data.review import export_sheet, import_sheets
+from tunesmith.hardware import GPUS, gpu_spec
 from tunesmith.project import init_project
+from tunesmith.registry import query_runs, sort_value, sync_registry
+from tunesmith.report.compare_runs import compare_runs
 from tunesmith.report.data_report import write_data_report
-from tunesmith.runs import list_runs
+from tunesmith.runs import find_run
 from tunesmith.ui import console, out_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -65,6 +71,22 @@ def _dataprep() -> ModuleType:
     return module
 
 
+def _sweep() -> ModuleType:
+    """The hyperparameter-search module (optuna and the pipeline), imported on first use like :func:`_pipeline`."""
+    _pipeline()
+    return importlib.import_module("tunesmith.sweep")
+
+
+def _plan() -> ModuleType:
+    """The planner, imported on first use like :func:`_pipeline`.
+
+    The pipeline's stack is imported first on purpose: the plan counts this process's own
+    resident memory as the baseline a run starts from, so it should hold what a run holds.
+    """
+    _pipeline()
+    return importlib.import_module("tunesmith.plan")
+
+
 def _emit(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
@@ -77,7 +99,8 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except TunesmithError as exc:
-            console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+            # Escaped: messages quote user text and install hints such as tunesmith[track].
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
@@ -100,7 +123,8 @@ def _summary(run_root: Path) -> dict[str, Any]:
             "objective": report["objective"], "verdict": report["verdict"], "verdict_reason": report["verdict_reason"],
             "interval": report.get("interval"),
             "baseline": report["baseline"]["metrics"] if report["baseline"] else None,
-            "tuned": report["tuned"]["metrics"], "train": report["train"], "data": report["data"]}
+            "tuned": report["tuned"]["metrics"], "train": report["train"], "data": report["data"],
+            "per_task": report.get("per_task")}
 
 
 def _print_outcome(summary: dict[str, Any]) -> None:
@@ -110,14 +134,42 @@ def _print_outcome(summary: dict[str, Any]) -> None:
     line = f"{metric}: baseline {base:.4f} -> tuned {tuned:.4f}" if base is not None else f"{metric}: tuned {tuned:.4f}"
     console.print(f"{line}  verdict: [bold]{summary['verdict']}[/]")
     console.print(f"  {summary['verdict_reason']}", highlight=False)
+    for t in summary.get("per_task") or []:
+        m = t["metrics"].get(t["metric"])
+        if m:
+            before = f"{m['baseline']['value']:.4f} -> " if "baseline" in m else ""
+            console.print(f"  task {t['task']} ({t['type']}, {t['count']} test examples): {t['metric']} {before}"
+                          f"{m['tuned']['value']:.4f}", highlight=False)
     print(f"Report: {summary['report_html']} (also {summary['report']})")
 
 
-def _run_project(project_file: Path, overrides: list[str], as_json: bool) -> None:
-    cfg, base = load_config(project_file, overrides)
-    run_paths = _pipeline().run_pipeline(cfg, base)
+def _run_project(project_file: Path, overrides: list[str], as_json: bool, resume: str | None = None) -> None:
+    pipeline = _pipeline()
+    if resume is not None:
+        run_paths, cfg, _ = pipeline.load_run(resume, _runs_dir(None, project_file if project_file.is_file() else None))
+        run_paths = pipeline.run_pipeline(cfg, run_paths.root, resume=run_paths)
+    else:
+        cfg, base = load_config(project_file, overrides)
+        run_paths = pipeline.run_pipeline(cfg, base)
+    if not pipeline.is_main_process():  # under accelerate launch, the first process reports
+        return
     summary = _summary(run_paths.root)
     _emit(summary) if as_json else _print_outcome(summary)
+
+
+def _launch(num_processes: int, args: list[str]) -> None:
+    """Run this command again under ``accelerate launch`` with ``num_processes`` processes.
+
+    Raises:
+        typer.Exit: With the launched command's exit code.
+    """
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if num_processes > 1:
+        # accelerate starts the processes with torchrun under --multi_gpu; without CUDA they use gloo on the CPU.
+        cmd.append("--multi_gpu")
+    console.print(f"Launching {num_processes} training processes with accelerate")
+    raise typer.Exit(subprocess.call([*cmd, "-m", "tunesmith", *args]))
 
 
 @app.command()
@@ -141,9 +193,19 @@ def init(
 @_handle_errors
 def run(config: ConfigOpt = Path("tunesmith.yaml"), set_: SetOpt = None,
         strict: Annotated[bool, typer.Option("--strict", help="Fail (exit 2) if any data row is set aside.")] = False,
+        resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted run (id or folder) from its latest checkpoint, with its stored config and data.")] = None,
+        launcher: Annotated[Optional[str], typer.Option("--launcher", help="'accelerate': train with several processes (DDP; FSDP/DeepSpeed through an accelerate config).")] = None,
+        num_processes: Annotated[int, typer.Option("--num-processes", help="Processes for --launcher accelerate (per machine).")] = 2,
         as_json: JsonOpt = False) -> None:
     """Run the whole pipeline: data, baseline evaluation, fine-tuning, tuned evaluation, report."""
-    _run_project(config, [*(set_ or []), *(["data.strict=true"] if strict else [])], as_json)
+    overrides = [*(set_ or []), *(["data.strict=true"] if strict else [])]
+    if launcher is not None:
+        if launcher != "accelerate":
+            raise UserError(f"--launcher: unknown launcher {launcher!r}; available: accelerate")
+        args = ["run", "-c", str(config), *(f"--set={o}" for o in overrides), *(["--resume", resume] if resume else []),
+                *(["--json"] if as_json else [])]
+        _launch(num_processes, args)
+    _run_project(config, overrides, as_json, resume)
 
 
 @app.command()
@@ -159,6 +221,77 @@ def quickstart(
         init_project(folder, "classification")
         console.print(f"Created the example project in {folder} (banking77 subset, PolyAI, CC BY 4.0)")
     _run_project(project_file, set_ or [], as_json)
+
+
+@app.command()
+@_handle_errors
+def sweep(
+    config: ConfigOpt = Path("tunesmith.yaml"),
+    trials: Annotated[Optional[int], typer.Option(
+        "--trials", "-n", min=1,
+        help="Finished (complete or pruned) trials the study should hold when done (default: sweep.trials).")] = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search hyperparameters with optuna (TPE sampler, median pruning); every trial is a recorded run.
+
+    The space is sweep.space in the project file; a trial's score is its run's best validation loss
+    (the test split plays no part). The study, trials.jsonl and best.yaml (the project with the best
+    values: tunesmith run -c best.yaml) go to RUNS_DIR/sweeps/NAME/. The same command again continues
+    the study up to --trials finished trials; a trial cut off by an interrupted sweep is run again.
+    """
+    cfg, base = load_config(config, set_)
+    result = _sweep().run_sweep(cfg, base, trials)
+    if as_json:
+        _emit(result)
+        return
+    keys = list(cfg.sweep.space)
+    table = Table(title=f"Sweep {result['study']}: best validation loss per trial")
+    for col in ("trial", "state", "val loss", *keys, "run"):
+        table.add_column(col, no_wrap=True)
+    fmt = lambda v: "–" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    for r in result["trials"]:
+        table.add_row(str(r["trial"]), r["state"], fmt(r["value"]), *(fmt(r["params"].get(k)) for k in keys),
+                      fmt(r["run_id"]))
+    out_console.print(table)
+    if result["best_config"] is None:
+        console.print("No trial has completed with a finite validation loss, so there is no best configuration yet.")
+        return
+    console.print(f"Best: trial {result['best_trial']} (run {result['best_run_id']}), validation loss "
+                  f"{fmt(result['best_value'])}, {result['best_params']}")
+    print(f"Best config: {result['best_config']} (train it: tunesmith run -c {result['best_config']})")
+
+
+@app.command()
+@_handle_errors
+def plan(
+    config: ConfigOpt = Path("tunesmith.yaml"),
+    gpu: Annotated[Optional[str], typer.Option(
+        "--gpu", help="Plan for this GPU instead of this machine: " + ", ".join(GPUS) + ".")] = None,
+    set_: SetOpt = None,
+    measure: Annotated[bool, typer.Option(
+        "--measure/--no-measure", help="On this machine, time a few real training steps (else: FLOPs at a measured matmul speed).")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Estimate trainable parameters, peak memory and time per epoch before training, and whether the run fits.
+
+    The estimate uses the project's real data, batched as training batches it, and the model and
+    method built without allocating them; on this machine it times a few real training steps.
+    """
+    cfg, base = load_config(config, set_)
+    if gpu is not None:
+        gpu_spec(gpu)  # a misspelt name fails before the slow imports
+    planner = _plan()
+    result = planner.plan_training(cfg, base, gpu=gpu, measure=measure)
+    if as_json:
+        _emit(result)
+        return
+    for table in planner.plan_tables(result):
+        out_console.print(table)
+    for line in result["basis"]:
+        console.print(f"  {line}", markup=False, highlight=False)
+    for line in result["suggestions"]:
+        console.print(f"suggestion: {line}", style="yellow", markup=False, highlight=False)
 
 
 @app.command("eval")
@@ -184,13 +317,17 @@ def eval_(
         result = _pipeline().evaluate_run(run_paths, cfg, splits, base=base)
         label = f"{run_paths.id} ({'base' if base else 'tuned'})"
     if as_json:
-        _emit({"model": label, "metrics": result.metrics, "examples": len(result.predictions), "seconds": result.seconds})
+        _emit({"model": label, "metrics": result.metrics, "examples": len(result.predictions), "seconds": result.seconds,
+               **({"by_task": result.by_task} if result.by_task else {})})
         return
     table = Table(title=f"Test-split metrics: {label}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in result.metrics.items():
         table.add_row(name, f"{value:.4f}")
+    for tag, metrics in result.by_task.items():
+        for name, value in metrics.items():
+            table.add_row(f"task {tag}: {name}", f"{value:.4f}")
     out_console.print(table)
 
 
@@ -253,25 +390,97 @@ def score(
     out_console.print(table)
 
 
+def _cell(value: Any) -> str:
+    """A table cell: a dash for nothing, six significant digits for floats."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _local_time(iso: str | None) -> str:
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M") if iso else "–"
+
+
 @app.command()
 @_handle_errors
-def runs(runs_dir: RunsDirOpt = None, config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Project file whose runs to list.")] = None,
-         as_json: JsonOpt = False) -> None:
-    """List runs with their status and headline metric, newest first."""
-    rows = list_runs(_runs_dir(runs_dir, config))
+def runs(
+    runs_dir: RunsDirOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Project file whose runs to list.")] = None,
+    status: Annotated[Optional[str], typer.Option(
+        "--status", help="Only runs in this state: running, completed, failed, pruned (sweep trial stopped early), "
+                         "missing (folder deleted).")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Only runs of this task.")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="Only runs of this adapter.method.")] = None,
+    since: Annotated[Optional[str], typer.Option(
+        "--since", help="Only runs started on or after this date: 2025-01-31 or 2025-01-31T14:00 (local time).")] = None,
+    sweep: Annotated[Optional[str], typer.Option("--sweep", help="Only the trial runs of this sweep.")] = None,
+    where: Annotated[Optional[list[str]], typer.Option(
+        "--where", help="A config condition KEY=VALUE (or !=, <, <=, >, >=), e.g. adapter.r=16 or train.lr<0.01; "
+                        "repeatable, all must hold.")] = None,
+    sort: Annotated[str, typer.Option(
+        "--sort", help="created (newest first); metric (the primary metric, best first) or a test metric such as "
+                       "macro_f1; best_val_loss, final_train_loss, seconds, peak_rss_mb (lowest first); "
+                       "tokens_per_second.")] = "created",
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="Show at most N runs.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs from the run registry (RUNS_DIR/registry.sqlite), filtered and sorted.
+
+    Run folders that the registry does not know yet (made before it existed) are recorded
+    first; runs whose folder was deleted stay listed with status missing.
+    """
+    folder = _runs_dir(runs_dir, config)
+    sync_registry(folder)
+    rows = query_runs(folder, status=status, task=task, method=method, since=since, sweep=sweep, where=where or [],
+                      sort=sort, limit=limit)
     if as_json:
         _emit(rows)
         return
     if not rows:
-        console.print("No runs yet.")
+        console.print("No runs match." if any((status, task, method, since, sweep, where)) else "No runs yet.")
         return
+    cols = ["id", "created", "status", "task", "method", "metric", "baseline", "tuned", "target", "verdict"]
+    cols += ["sweep"] if any(r["sweep"] for r in rows) else []
+    extra = sort if sort not in ("created", "metric", "tuned", "baseline") else None
     table = Table()
-    for col in ("id", "status", "task", "metric", "baseline", "tuned", "target", "verdict"):
+    for col in cols + ([extra] if extra else []):
         table.add_column(col, no_wrap=True)
-    fmt = lambda v: "–" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
     for r in rows:
-        table.add_row(*(fmt(r[c]) for c in ("id", "status", "task", "metric", "baseline", "tuned", "target", "verdict")))
+        cells = [_local_time(r[c]) if c == "created" else _cell(r[c]) for c in cols]
+        if extra:
+            cells.append(_cell(sort_value(r, extra)[0]))
+        table.add_row(*cells)
     out_console.print(table)
+
+
+@app.command()
+@_handle_errors
+def compare(
+    run_refs: Annotated[list[str], typer.Argument(metavar="RUN", help="Two or more run ids or run folders.")],
+    runs_dir: RunsDirOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Project file whose runs these are.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for loss_curves.png and comparison.json.")] = Path(
+        "compare"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare runs side by side: the config keys that differ, key figures, and one plot of all their loss curves."""
+    folder = _runs_dir(runs_dir, config)
+    result = compare_runs([find_run(ref, folder) for ref in run_refs], out)
+    if as_json:
+        _emit(result)
+        return
+    labels = [r["label"] for r in result["runs"]]
+    for title, rows in (("Config differences", result["config"]), ("Figures", result["figures"])):
+        table = Table(title=title if rows else f"{title}: none")
+        for col in ("key", *labels):
+            table.add_column(col, no_wrap=col == "key")
+        for key, values in rows.items():
+            # A hash prefix is enough to see whether runs trained on the same data.
+            table.add_row(key, *(_cell(v)[:12] if key == "data_hash" else _cell(v) for v in values))
+        out_console.print(table)
+    print(f"Plot: {result['plot']} (and {result['json']})")
 
 
 data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Check, prepare, augment and review data before training on it.")
@@ -295,7 +504,8 @@ def data_check(
     With --tokens (the default) the base model's tokenizer measures every example as training
     will see it, applies data.length_policy, and one example is shown rendered.
     """
-    overrides = [*(set_ or []), f"data.train={json.dumps([str(f.resolve()) for f in files])}"]
+    # FILES replace the project's data, a data.mix included.
+    overrides = [*(set_ or []), f"data.train={json.dumps([str(f.resolve()) for f in files])}", "data.mix=null"]
     if task is None and config is None:
         task = guess_task(files[0])
     if task is not None:
@@ -484,6 +694,44 @@ def judge(
         return
     console.print(json.dumps({k: v for k, v in summary.items() if k not in ("criteria",)}, indent=2))
     console.print(f"Report updated: {run_paths.report_html}")
+
+
+@app.command()
+@_handle_errors
+def export(
+    run_ref: Annotated[str, typer.Option("--run", help="Run id or folder.")],
+    merge: Annotated[Path, typer.Option("--merge", help="New folder for the merged model (safetensors + tokenizer).")],
+    runs_dir: RunsDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fold a run's adapter into the base model and write a plain model folder any Hugging Face loader reads."""
+    pipeline = _pipeline()
+    run_paths, cfg, _ = pipeline.load_run(run_ref, _runs_dir(runs_dir))
+    result = pipeline.export_merged(run_paths, cfg, merge)
+    if as_json:
+        _emit(result)
+    else:
+        console.print(f"Merged the {result['method']} adapter of run {result['run']} into the base model")
+        print(f"Model folder: {result['out']} ({result['bytes'] / 1e6:.0f} MB)")
+
+
+@app.command()
+@_handle_errors
+def methods(as_json: JsonOpt = False) -> None:
+    """List the training methods (adapter.method) with their options and default learning rates."""
+    registry = importlib.import_module("tunesmith.models.adapters").METHODS
+    rows = [{"method": m.name, "summary": m.summary, "default_lr": m.default_lr, "needs_cuda": m.needs_cuda,
+             "mergeable": m.mergeable,
+             "options": {k: {"default": f.default, "help": f.description} for k, f in m.options.model_fields.items()}}
+            for m in registry.values()]
+    if as_json:
+        _emit(rows)
+        return
+    table = Table("method", "default lr", "options (adapter.options)", "what it is")
+    for r in rows:
+        opts = ", ".join(f"{k}={v['default']}" for k, v in r["options"].items()) or "-"
+        table.add_row(r["method"], f"{r['default_lr']:g}", opts, r["summary"])
+    out_console.print(table)
 
 
 def _version(value: bool) -> None:

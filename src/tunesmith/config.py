@@ -10,10 +10,11 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError,
+                      model_serializer, model_validator)
 
 from tunesmith.errors import ConfigError
 
@@ -154,6 +155,33 @@ class BalanceConfig(_Section):
     """Warn when a class has fewer test examples than this: too few to measure it."""
 
 
+DataFormatName = Literal["auto", "text_label", "prompt_response", "qa", "alpaca", "messages", "sharegpt", "document_summary",
+                         "text"]
+
+
+class MixSource(_Section):
+    """One dataset of a multi-task run (an item of ``data.mix``), read and prepared as if it were the only data."""
+
+    path: Path | list[Path]
+    """The source's data: a file, a folder of files, or a list of them, all in one format."""
+    task: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Tag naming the task, e.g. intent or faq: stored as meta.task on every example; metrics are broken down by it."""
+    weight: float = Field(1.0, gt=0)
+    """Mixing weight: this task's share of the training examples is its weight over the sum of the weights."""
+    task_type: Task | None = None
+    """What kind of task the source holds (classification, qa, summarization, generation); None takes objective.task.
+    It picks the default system prompt, how outputs are scored (matched to the source's labels for classification)
+    and the metrics of the per-task report."""
+    format: DataFormatName = "auto"
+    """Row format of this source; ``auto`` detects it from the fields of the first row."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Maps the format's field names to this source's column names, e.g. {text: utterance, label: intent}."""
+    system_prompt: str | None = None
+    """System message for this source's examples ({labels} expands to its labels); None uses its task type's default."""
+    labels: list[str] | None = None
+    """Label set of a classification source; None takes the labels found in its training data."""
+
+
 class DataConfig(_Section):
     """The examples and how to read them."""
 
@@ -163,7 +191,7 @@ class DataConfig(_Section):
     """Optional validation file; when set with ``test``, no split is made."""
     test: Path | None = None
     """Optional test file; when set with ``validation``, no split is made."""
-    format: Literal["auto", "text_label", "prompt_response", "qa", "alpaca", "messages", "sharegpt", "document_summary", "text"] = "auto"
+    format: DataFormatName = "auto"
     """Row format; ``auto`` detects it from the fields of the first row."""
     columns: dict[str, str] = Field(default_factory=dict)
     """Maps a format's field names to your column names, e.g. {text: utterance, label: intent}."""
@@ -191,12 +219,45 @@ class DataConfig(_Section):
     """Generated rows still marked ``needs_review: true``: leave them out of training (rule ``needs_review``) or take them as they are."""
     prepared: Path | None = None
     """A folder written by ``tunesmith data prepare``; when set, its splits are used as they are and the files above are not read."""
+    mix: list[MixSource] | None = None
+    """Several datasets in one run instead of ``train``: each with its own path, format, task tag and mixing weight;
+    each is split 80/10/10 on its own and only the training split is resampled to follow the weights."""
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> DataConfig:
         if (self.validation is None) != (self.test is None):
             raise ValueError("give both data.validation and data.test, or neither (then data.train is split)")
         return self
+
+    @model_validator(mode="after")
+    def _mix_alone(self) -> DataConfig:
+        if self.mix is None:
+            return self
+        if not self.mix:
+            raise ValueError("data.mix needs at least one source (or leave it out and use data.train)")
+        # data.train has a default, so only a train key actually given clashes with the mix.
+        if "train" in self.model_fields_set:
+            raise ValueError("give data.train or data.mix, not both")
+        per_source = [f"data.{k}" for k in ("format", "columns", "system_prompt", "labels")
+                      if getattr(self, k) != DataConfig.model_fields[k].get_default(call_default_factory=True)]
+        if per_source:
+            raise ValueError(f"with data.mix, set {', '.join(per_source)} on each source of the mix instead")
+        if self.validation is not None:
+            raise ValueError("data.mix splits each source on its own; data.validation and data.test cannot be combined with it")
+        if self.balance.strategy != "none":
+            raise ValueError("with data.mix, data.balance.strategy must be none: the mixing weights resample the training split")
+        repeated = sorted({s.task for s in self.mix if [x.task for x in self.mix].count(s.task) > 1})
+        if repeated:
+            raise ValueError(f"task tags in data.mix must be unique; repeated: {', '.join(repeated)}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_train(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.mix is not None:
+            # Written out with the mix, the default train path would read back as given alongside it.
+            data.pop("train", None)
+        return data
 
 
 class ModelConfig(_Section):
@@ -216,15 +277,23 @@ class AdapterConfig(_Section):
     """The parameter-efficient adapter that is trained."""
 
     method: str = "lora"
-    """Adapter method (see ``tunesmith.models.adapters``)."""
+    """Training method: lora, dora, rslora, ia3, adalora, prefix, prompt, freeze, full or qlora
+    (``tunesmith methods`` lists them with their options)."""
     r: int = Field(16, gt=0)
-    """LoRA rank."""
+    """Rank of the low-rank update (LoRA family; AdaLoRA's target rank)."""
     alpha: float = Field(32, gt=0)
-    """LoRA scaling numerator (scale = alpha / r)."""
+    """LoRA scaling numerator (scale = alpha / r; alpha / sqrt(r) for rslora)."""
     dropout: float = Field(0.05, ge=0, lt=1)
-    """Dropout on the LoRA input."""
+    """Dropout on the adapter input (LoRA family)."""
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
-    """Module names to adapt, e.g. [q_proj, v_proj], or all-linear for every linear layer but the head."""
+    """Module names to adapt, e.g. [q_proj, v_proj], or all-linear for every linear layer but the head
+    (LoRA family; IA3 uses the model's attention keys/values and feed-forward output by default)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Settings of the chosen method only, checked against that method's own schema before any work
+    (e.g. ``{num_virtual_tokens: 20}`` for prefix/prompt, ``{trainable_blocks: 2}`` for freeze)."""
+    init_from: str | None = None
+    """Start from an existing adapter instead of a fresh one: a run id, a run folder or an adapter
+    folder of the same method (transfer learning)."""
 
 
 class TrainConfig(_Section):
@@ -238,8 +307,9 @@ class TrainConfig(_Section):
     """Examples per forward pass."""
     grad_accum: int = Field(1, gt=0)
     """Forward passes per optimiser step (effective batch = batch_size * grad_accum)."""
-    lr: float = Field(1e-3, gt=0)
-    """Peak learning rate of AdamW."""
+    lr: float | None = Field(None, gt=0)
+    """Peak learning rate of AdamW; None takes the method's usual rate (1e-3 for the LoRA family,
+    2e-5 for full fine-tuning; ``tunesmith methods`` lists them)."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
@@ -256,6 +326,20 @@ class TrainConfig(_Section):
     """Log the training loss every N optimiser steps."""
     threads: int | None = Field(None, gt=0)
     """CPU threads for PyTorch; None uses PyTorch's default (one per core)."""
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
+    """Experiment trackers that also receive the config, every metrics.jsonl row and the final test metrics:
+    tensorboard (into ``<run>/tensorboard``), mlflow, wandb (pip install 'tunesmith[track]')."""
+    mlflow_tracking_uri: str | None = None
+    """MLflow tracking URI (a server URL, or a database such as sqlite:///path/mlflow.db); None uses the local
+    database ``<project.runs_dir>/mlflow.db``."""
+    mlflow_experiment: str | None = None
+    """MLflow experiment that receives the runs; None uses project.name."""
+    wandb_project: str | None = None
+    """Weights & Biases project; None uses project.name. Runs are logged offline into ``<run>/wandb`` unless
+    WANDB_API_KEY is set (or WANDB_MODE says otherwise)."""
+    checkpoint_every: int | None = Field(None, gt=0)
+    """Write a resumable checkpoint (weights, optimiser, scheduler, RNG states, data position) every
+    N optimiser steps; None writes one at every validation. ``tunesmith run --resume RUN`` continues from it."""
 
 
 class FairnessConfig(_Section):
@@ -300,13 +384,92 @@ class EvalConfig(_Section):
     confidence: float = Field(0.95, gt=0.5, lt=1)
     """Confidence level of the intervals; "significant" means p < 1 - confidence."""
     slice_by: list[str] = Field(default_factory=lambda: ["label"])
-    """Fields to break the metrics down by: label, or any metadata column of the data."""
+    """Fields to break the metrics down by: label, or any metadata column of the data (a data.mix run adds task)."""
     judge_criteria: list[str] = Field(default_factory=lambda: ["correctness", "completeness", "tone", "adherence"])
     """Rubric criteria the LLM judge (``tunesmith judge``) scores from 1 to 5."""
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     """Fairness report: metric per group of a sensitive attribute, counterfactual term swaps."""
     forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig)
     """Forgetting check: general text and a general instruction probe, before and after tuning."""
+
+
+#: Keys ``sweep.space`` may search, as ``--set`` spells them.
+SEARCHABLE_KEYS: tuple[str, ...] = ("train.lr", "train.epochs", "train.batch_size", "train.weight_decay",
+                                    "train.warmup_ratio", "adapter.r", "adapter.alpha", "adapter.dropout")
+
+
+def _searchable_key(key: str) -> str:
+    if key not in SEARCHABLE_KEYS:
+        near = difflib.get_close_matches(key, SEARCHABLE_KEYS, n=1, cutoff=0.5)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        raise ValueError(f"not a searchable key; {hint}(searchable: {', '.join(SEARCHABLE_KEYS)})")
+    return key
+
+
+class ParamSpace(_Section):
+    """The values one key of ``sweep.space`` may take: a range (``low``, ``high``) or a list of ``choices``."""
+
+    low: int | float | None = None
+    """Smallest value of a range (included)."""
+    high: int | float | None = None
+    """Largest value of a range (included)."""
+    log: bool = False
+    """Sample the range on a log scale (learning rates, weight decay); needs low > 0 and no step."""
+    step: int | float | None = Field(None, gt=0)
+    """Spacing of the values tried, counted from low (e.g. 1 for whole epochs); None samples the whole range
+    (whole numbers for integer keys such as adapter.r)."""
+    choices: list[int | float] | None = Field(None, min_length=1)
+    """The values to try, instead of a range, e.g. [8, 16, 32]."""
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> ParamSpace:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.step is not None or self.log:
+                raise ValueError("give either choices, or a range (low, high, log, step), not both")
+            if len(set(self.choices)) != len(self.choices):
+                raise ValueError(f"choices repeat a value: {self.choices}")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both low and high (or give choices: [...])")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("a log-scale range needs low > 0 and no step")
+        return self
+
+
+class PrunerConfig(_Section):
+    """Median pruning: a trial stops early when its validation loss is worse than the median of earlier trials."""
+
+    enabled: bool = True
+    """Stop a trial whose best validation loss so far is worse than the median of earlier trials' validation
+    losses at the same optimiser step (optuna's MedianPruner); set ``train.eval_every`` so that trials validate
+    at the same steps."""
+    n_startup_trials: int = Field(3, ge=0)
+    """Trials that always run to the end before any trial can be pruned, so that the median means something."""
+    n_warmup_steps: int = Field(0, ge=0)
+    """Optimiser steps of each trial before it can be pruned (early validation losses are noisy)."""
+
+
+class SweepConfig(_Section):
+    """Hyperparameter search with ``tunesmith sweep``: what is searched, how many trials, when to give up on one."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Study name: its folder is ``<project.runs_dir>/sweeps/<name>/``; None uses project.name."""
+    trials: int = Field(20, gt=0)
+    """Finished (complete or pruned) trials the study holds when ``tunesmith sweep`` ends; ``--trials`` overrides it."""
+    objective: Literal["val_loss"] = "val_loss"
+    """What each trial is scored by, minimised: the lowest validation loss its run reached (the weights it keeps).
+    Validation data only: choosing hyperparameters by their test-split score would leak the test set into the
+    choice and overstate the chosen model's test result, so the test split is left to judge the final model."""
+    startup_trials: int = Field(5, gt=0)
+    """Trials sampled at random before the TPE sampler starts modelling which values do well."""
+    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    """Stopping trials that are clearly worse than earlier ones, at their validations."""
+    space: dict[Annotated[str, AfterValidator(_searchable_key)], ParamSpace] = Field(default_factory=dict)
+    """The search space: dotted keys (train.lr, train.epochs, train.batch_size, train.weight_decay, train.warmup_ratio,
+    adapter.r, adapter.alpha, adapter.dropout) mapped to a range or choices, e.g.
+    {train.lr: {low: 1e-4, high: 3e-3, log: true}, adapter.r: {choices: [8, 16, 32]}}."""
 
 
 class Config(_Section):
@@ -326,20 +489,35 @@ class Config(_Section):
     """Training loop."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
     """Evaluation."""
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    """Hyperparameter search (``tunesmith sweep``): search space, number of trials, pruning."""
 
 
 # --------------------------------------------------------------------------- loading
 
 
+def _section_in(annotation: Any) -> type[BaseModel] | None:
+    """The section an annotation holds, itself or inside a list or union such as ``list[MixSource] | None``."""
+    if get_origin(annotation) is None and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((s for a in get_args(annotation) if (s := _section_in(a)) is not None), None)
+
+
 def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Names valid at ``loc`` (the path of the offending key's parent) in the schema."""
     cls: Any = model
+    keyed = False
     for part in loc:
+        if isinstance(part, int) or keyed:
+            # An item of a list of sections (data.mix.0) or of a mapping (sweep.space.train.lr) has the section's keys.
+            keyed = False
+            continue
         field = getattr(cls, "model_fields", {}).get(part)
         if field is None:
             return []
-        cls = field.annotation
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+        keyed = get_origin(field.annotation) is dict
+        cls = _section_in(field.annotation)
+        if cls is None:
             return []
     return list(getattr(cls, "model_fields", {}))
 
@@ -356,7 +534,8 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
     """
     lines = [f"invalid configuration in {source}:"]
     for err in exc.errors():
-        loc = tuple(err["loc"])
+        # A mapping key's own error (sweep.space.<key>) ends in a "[key]" marker; the key itself names the place.
+        loc = tuple(p for p in err["loc"] if p != "[key]")
         path = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             valid = _field_names(Config, loc[:-1])
@@ -401,14 +580,23 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     """
     for item in overrides:
         parts, value = _parse_override(item)
-        node = raw
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: '{part}' is not a section")
-            node = child
-        node[parts[-1]] = value
+        set_key(raw, parts, value, f"--set {item!r}")
     return raw
+
+
+def set_key(raw: dict[str, Any], parts: list[str], value: Any, source: str) -> None:
+    """Set the key at the dotted path ``parts`` of a raw config mapping, creating sections on the way.
+
+    Raises:
+        ConfigError: A part of the path is a value, not a section (``source`` names where the key came from).
+    """
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 def load_config(path: Path | None, overrides: list[str] | None = None) -> tuple[Config, Path]:
@@ -450,6 +638,20 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> tuple[
 def config_to_yaml(cfg: Config) -> str:
     """Serialise a config as YAML with every value, defaults included."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def flatten_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The dotted keys of a config mapping (``train.lr``, as ``--set`` writes them) with their values.
+
+    Lists and empty mappings are values of their own key; non-empty mappings are walked into.
+    """
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def resolve_path(base: Path, p: Path) -> Path:

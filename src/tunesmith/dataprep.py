@@ -37,6 +37,9 @@ def print_data_summary(splits: Splits, folder: Path) -> None:
         console.print(f"  example {splits.preview['id']} as training sees it:", highlight=False)
         console.print(splits.preview["text"], markup=False, highlight=False, style="dim")
         console.print(f"  loss on: {splits.preview['loss_on']!r}", markup=False, highlight=False)
+    for tag, t in splits.tasks.items():
+        console.print(f"  task {tag} ({t['type']}, {t['format']}, weight {t['weight']:g}): train {t['train']} "
+                      f"({t['share']:.0%}, from {t['available']}), validation {t['validation']}, test {t['test']}")
     for name, st in splits.lengths.items():
         if st.get("count"):
             console.print(f"  {name} tokens: median {st['p50']}, p99 {st['p99']}, max {st['max']}; "

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import replace
-from collections.abc import Iterator
+from dataclasses import asdict, replace
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 
 from tunesmith.augment import Generated, augment
 from tunesmith.evaluate.chat import Generator, LocalGenerator, OpenAIGenerator
@@ -33,15 +35,20 @@ from tunesmith.evaluate.fairness import counterfactual_probe, group_metrics
 from tunesmith.evaluate.forgetting import compare_general, measure_general
 from tunesmith.evaluate.metrics import METRICS, TASK_METRICS, check_metric
 from tunesmith.errors import UserError
-from tunesmith.models.adapters import apply_adapter, check_adapter_method, load_adapter
+from tunesmith.models.adapters import (BuildContext, apply_adapter, check_adapter, get_method, has_adapter,
+                                       init_from_adapter, load_adapter, merge_adapter, method_options, save_adapter,
+                                       saved_method)
 from tunesmith.models.load import LoadedModel, load_base_model
 from tunesmith.models.resolve import resolve_base
 from tunesmith.report.build import build_report
 from tunesmith.report.markdown import render_markdown
 from tunesmith.report.html import render_html
 from tunesmith.report.plots import plot_confusion, plot_loss
+from tunesmith.registry import note_run
 from tunesmith.runs import RunPaths, find_run, new_run, write_status
-from tunesmith.train.loop import TrainResult, train_adapter
+from tunesmith.train.checkpoint import latest_checkpoint
+from tunesmith.train.loop import TrainResult, is_main_process, plan_steps, train_adapter, world_size
+from tunesmith.tracking import Trackers, check_trackers, open_trackers, report_summary
 from tunesmith.ui import console
 
 
@@ -50,16 +57,20 @@ def preflight(cfg: Config) -> None:
 
     Raises:
         ConfigError: An unknown metric or adapter method.
+        UserError: A tracker in train.report_to is not installed.
     """
     check_metric(cfg.objective.task, cfg.objective.primary_metric)
-    check_adapter_method(cfg.adapter)
+    check_adapter(cfg.adapter)
+    check_trackers(cfg.train)
 
 
 def load_model(cfg: Config, path: Path | None = None) -> LoadedModel:
     """Load the base model from ``path``, or resolve ``model.base`` first."""
     path = path or base_path(cfg)
+    method = get_method(cfg.adapter.method)
+    extra = method.load_kwargs(method_options(cfg.adapter)) if method.load_kwargs else None
     with console.status(f"Loading base model {cfg.model.base}"):
-        lm = load_base_model(path, cfg.model.precision, cfg.model.trust_remote_code)
+        lm = load_base_model(path, cfg.model.precision, cfg.model.trust_remote_code, load_kwargs=extra)
     dtype = "bf16 autocast" if lm.autocast_dtype is not None else "fp32"
     console.print(f"Base model {cfg.model.base} loaded from {path} on {lm.device.type} ({dtype})")
     return lm
@@ -68,7 +79,8 @@ def load_model(cfg: Config, path: Path | None = None) -> LoadedModel:
 def evaluate_split(lm: LoadedModel, splits: Splits, cfg: Config, name: str) -> EvalResult:
     """Evaluate the model in ``lm`` on the test split with the run's decoding settings."""
     return evaluate_model(lm, splits.test, task=cfg.objective.task, system_prompt=splits.system_prompt,
-                          labels=splits.labels, cfg=cfg.eval, max_seq_len=cfg.model.max_seq_len, name=name)
+                          labels=splits.labels, cfg=cfg.eval, max_seq_len=cfg.model.max_seq_len, name=name,
+                          tasks=splits.tasks)
 
 
 @contextmanager
@@ -82,8 +94,13 @@ def _resolved(cfg: Config, base_dir: Path) -> Config:
     """The config with every path made absolute, as stored in the run."""
     out = cfg.model_copy(deep=True)
     out.project.runs_dir = resolve_path(base_dir, cfg.project.runs_dir).resolve()
-    train = [p.resolve() for p in resolve_paths(base_dir, cfg.data.train)]
-    out.data.train = train if isinstance(cfg.data.train, list) else train[0]
+    if cfg.data.mix is not None:
+        for source in out.data.mix or []:
+            paths = [p.resolve() for p in resolve_paths(base_dir, source.path)]
+            source.path = paths if isinstance(source.path, list) else paths[0]
+    else:  # assigning data.train next to a mix would make it read as given
+        train = [p.resolve() for p in resolve_paths(base_dir, cfg.data.train)]
+        out.data.train = train if isinstance(cfg.data.train, list) else train[0]
     for key in ("validation", "test", "prepared"):
         value = getattr(cfg.data, key)
         if value is not None:
@@ -127,7 +144,7 @@ def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, ba
     manifest = splits.manifest()
     data = {**splits.counts(), "format": splits.format, "labels": splits.labels, "data_hash": manifest["data_hash"],
             "sha256": {k: v["sha256"] for k, v in manifest["splits"].items()}, "accounting": splits.accounting(),
-            "lengths": splits.lengths, "balance": splits.balance}
+            "lengths": splits.lengths, "balance": splits.balance, **({"tasks": splits.tasks} if splits.tasks else {})}
     report = build_report(cfg=cfg, run_id=run.id, model_info=model_info, data=data, baseline=baseline,
                           tuned=tuned, train=result, timings=timings)
     report.update({k: v for k, v in (extra or {}).items() if v is not None})
@@ -144,12 +161,171 @@ def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, ba
     return report
 
 
-def run_pipeline(cfg: Config, base_dir: Path) -> RunPaths:
+def train_model(lm: LoadedModel, splits: Splits, cfg: Config, run: RunPaths, *, resume: bool = False,
+                on_eval: Callable[[int, float], None] | None = None,
+                on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Give the model the method's trainable parameters (fresh, or from ``adapter.init_from``), train, and save them.
+
+    Args:
+        lm: The loaded base model; its ``model`` is replaced by the trainable one.
+        splits: The run's data.
+        cfg: The run's config.
+        run: The run folder (metrics, checkpoints and the saved adapter go there).
+        resume: Continue from the run's latest checkpoint.
+        on_eval: Called with (step, validation loss) after each validation.
+        on_log: Called with every metrics row.
+
+    Raises:
+        UserError: ``adapter.init_from`` names no adapter, or one of another method or shape.
+    """
+    method = get_method(cfg.adapter.method)
+    weights = splits.class_weights or {}
+    enc = [replace(encode_example(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len),
+                   weight=weights.get(ex.label or "", 1.0)) for ex in splits.train]
+    val = [encode_example(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len) for ex in splits.validation]
+    total, _ = plan_steps(len(enc), cfg.train, world_size())
+    torch.manual_seed(cfg.project.seed)
+    lm.model = apply_adapter(lm.model, cfg.adapter, BuildContext(total_steps=total, model_path=lm.path))
+    if cfg.adapter.init_from and not resume:
+        source = adapter_source(cfg.adapter.init_from, cfg.project.runs_dir)
+        init_from_adapter(lm.model, cfg.adapter, source)
+        console.print(f"Adapter initialised from {source}")
+
+    def _on_eval(step: int, val_loss: float) -> None:
+        console.print(f"  step {step}: validation loss {val_loss:.4f}")
+        if on_eval is not None:
+            on_eval(step, val_loss)
+
+    result = train_adapter(lm, enc, val, cfg.train, seed=cfg.project.seed, method=method, metrics_path=run.metrics,
+                           checkpoint_dir=run.checkpoints, resume=resume, on_eval=_on_eval, on_log=on_log)
+    if is_main_process():
+        save_adapter(lm.model, cfg.adapter, run.adapter)
+    return result
+
+
+def adapter_source(ref: str, runs_dir: Path) -> Path:
+    """The adapter folder that ``ref`` names: an adapter folder, a run folder, or a run id in ``runs_dir``.
+
+    Raises:
+        UserError: No adapter there.
+    """
+    if has_adapter(Path(ref)):
+        return Path(ref)
+    run = find_run(ref, runs_dir)
+    if not has_adapter(run.adapter):
+        raise UserError(f"run {run.id} has no saved adapter in {run.adapter}")
+    return run.adapter
+
+
+def _stage(run: RunPaths, name: str, compute: Callable[[], Any], to_json: Callable[[Any], Any] = lambda x: x,
+           from_json: Callable[[Any], Any] = lambda x: x) -> Any:
+    """A step's result, computed once per run: a resumed run reuses what the killed one finished."""
+    done = json.loads(run.stages.read_text()) if run.stages.is_file() else {}
+    if name in done:
+        console.print(f"Reusing the {name} result from before the interruption")
+        return from_json(done[name])
+    value = compute()
+    if is_main_process():
+        done[name] = to_json(value)
+        run.stages.write_text(json.dumps(done, ensure_ascii=False))
+    return value
+
+
+def _start_run(cfg: Config) -> RunPaths:
+    """A new run folder with the config stored; under ``accelerate launch`` the first process creates it for all."""
+    if world_size() > 1:
+        PartialState(cpu=not torch.cuda.is_available())  # joins the process group accelerate launch set up (gloo on CPU)
+        holder = [str(new_run(cfg.project.runs_dir, cfg.objective.task).root) if is_main_process() else None]
+        broadcast_object_list(holder, from_process=0)
+        run = RunPaths(Path(holder[0]))
+    else:
+        run = new_run(cfg.project.runs_dir, cfg.objective.task)
+    if is_main_process():
+        run.config.write_text(config_to_yaml(cfg), encoding="utf-8")
+    return run
+
+
+@contextmanager
+def _recorded(run: RunPaths, cfg: Config, main: bool) -> Iterator[Trackers]:
+    """Keep the run's status file, registry row and experiment trackers up to date, whatever happens inside."""
+    trackers, outcome = Trackers({}), "failed"
+    if main:
+        write_status(run, "running")
+        note_run(cfg.project.runs_dir, run)
+    try:
+        if main:
+            trackers = open_trackers(cfg, run)
+        yield trackers
+        outcome = "completed"
+    except BaseException as exc:
+        if main:
+            write_status(run, "failed", error=f"{type(exc).__name__}: {exc}")
+            note_run(cfg.project.runs_dir, run)
+        raise
+    finally:
+        trackers.close(outcome)
+
+
+def _run_data(cfg: Config, base_dir: Path, model_path: Path, run: RunPaths, resumed: bool) -> Splits:
+    """The run's data: prepared and stored in the run folder, or read back from there when resuming."""
+    if resumed:
+        return Splits.load(run.data)
+    splits = prepare_data(cfg, base_dir, model_path)
+    if is_main_process():
+        splits.save(run.data)
+        print_data_summary(splits, run.data)
+    return splits
+
+
+def _before_training(lm: LoadedModel, splits: Splits, cfg: Config, run: RunPaths,
+                     timings: dict[str, float]) -> tuple[dict[str, Any] | None, EvalResult | None]:
+    """The untuned model's general-skill check and baseline evaluation (kept for a resumed run)."""
+    general_before = baseline = None
+    if cfg.eval.forgetting.enabled:
+        with _timed(timings, "general before"):
+            general_before = _stage(run, "general before", lambda: general_check(lm, cfg))
+    if cfg.eval.baseline:
+        with _timed(timings, "baseline eval"):
+            baseline = _stage(run, "baseline", lambda: evaluate_split(lm, splits, cfg, "baseline"),
+                              asdict, lambda d: EvalResult(**d))
+        console.print(f"Baseline {cfg.objective.primary_metric}: {baseline.metrics[cfg.objective.primary_metric]:.4f}")
+    return general_before, baseline
+
+
+def _after_training(lm: LoadedModel, splits: Splits, cfg: Config, run: RunPaths, baseline: EvalResult | None,
+                    general_before: dict[str, Any] | None, result: TrainResult,
+                    timings: dict[str, float]) -> dict[str, Any]:
+    """Evaluate the tuned model (task, fairness, forgetting) and write the reports."""
+    with _timed(timings, "tuned eval"):
+        tuned = evaluate_split(lm, splits, cfg, "tuned")
+    fairness = fairness_report(lm, splits, cfg, tuned)
+    forgetting = None
+    if general_before is not None:
+        with _timed(timings, "general after"):
+            forgetting = compare_general(general_before, general_check(lm, cfg), cfg.eval.forgetting)
+        for warning in forgetting["warnings"]:
+            console.print(f"[yellow]warning:[/] {warning}")
+    return write_report(run, cfg, lm, splits, baseline, tuned, result, timings,
+                        {"fairness": fairness, "forgetting": forgetting})
+
+
+def run_pipeline(cfg: Config, base_dir: Path, *, on_eval: Callable[[int, float], None] | None = None,
+                 on_log: Callable[[dict[str, Any]], None] | None = None, resume: RunPaths | None = None,
+                 on_start: Callable[[RunPaths], None] | None = None) -> RunPaths:
     """Run every step for one project and return the run folder.
+
+    Under ``accelerate launch`` every process runs this; the first one creates the run folder,
+    evaluates and reports, and all of them train together.
 
     Args:
         cfg: The validated project config.
         base_dir: The folder relative paths in the config are resolved against.
+        on_eval: Also called with (step, validation loss) after each validation; an exception it
+            raises ends the run (a sweep prunes trials this way).
+        on_log: Also called with every row of ``metrics.jsonl``.
+        resume: A run that was interrupted: its stored data and finished steps are reused and
+            training continues from its latest checkpoint (``cfg`` is then the run's stored config).
+        on_start: Called with the run folder once it exists, before any work (a sweep records its trial there).
 
     Returns:
         The run's paths; ``report.md`` and ``report.json`` are written.
@@ -158,55 +334,32 @@ def run_pipeline(cfg: Config, base_dir: Path) -> RunPaths:
         UserError: Bad config, data or model (exit code 2).
     """
     preflight(cfg)
-    cfg = _resolved(cfg, base_dir)
-    run = new_run(cfg.project.runs_dir, cfg.objective.task)
-    run.config.write_text(config_to_yaml(cfg), encoding="utf-8")
-    write_status(run, "running")
-    console.print(f"Run [bold]{run.id}[/] in {run.root}")
+    main = is_main_process()
+    if resume is None:
+        cfg = _resolved(cfg, base_dir)
+    run = resume or _start_run(cfg)
+    if main:
+        console.print(f"{'Resuming run' if resume else 'Run'} [bold]{run.id}[/] in {run.root}")
     timings: dict[str, float] = {}
-    try:
+    with _recorded(run, cfg, main) as trackers:
+        if on_start is not None:
+            on_start(run)
         with _timed(timings, "resolve model"):
             path = base_path(cfg)
         with _timed(timings, "data"):
-            splits = prepare_data(cfg, base_dir, path)
-            splits.save(run.data)
-        print_data_summary(splits, run.data)
+            splits = _run_data(cfg, base_dir, path, run, resumed=resume is not None)
         with _timed(timings, "load model"):
             lm = load_model(cfg, path)
-        general_before = None
-        if cfg.eval.forgetting.enabled:
-            with _timed(timings, "general before"):
-                general_before = general_check(lm, cfg)
-        baseline = None
-        if cfg.eval.baseline:
-            with _timed(timings, "baseline eval"):
-                baseline = evaluate_split(lm, splits, cfg, "baseline")
-            console.print(f"Baseline {cfg.objective.primary_metric}: {baseline.metrics[cfg.objective.primary_metric]:.4f}")
+        general_before, baseline = _before_training(lm, splits, cfg, run, timings) if main else (None, None)
         with _timed(timings, "train"):
-            torch.manual_seed(cfg.project.seed)
-            lm.model = apply_adapter(lm.model, cfg.adapter)
-            weights = splits.class_weights or {}
-            enc = [replace(encode_example(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len),
-                           weight=weights.get(ex.label or "", 1.0)) for ex in splits.train]
-            val = [encode_example(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len) for ex in splits.validation]
-            result = train_adapter(lm, enc, val, cfg.train, seed=cfg.project.seed, metrics_path=run.metrics,
-                                   on_eval=lambda s, v: console.print(f"  step {s}: validation loss {v:.4f}"))
-            lm.model.save_pretrained(run.adapter)
-        with _timed(timings, "tuned eval"):
-            tuned = evaluate_split(lm, splits, cfg, "tuned")
-        fairness = fairness_report(lm, splits, cfg, tuned)
-        forgetting = None
-        if general_before is not None:
-            with _timed(timings, "general after"):
-                forgetting = compare_general(general_before, general_check(lm, cfg), cfg.eval.forgetting)
-            for warning in forgetting["warnings"]:
-                console.print(f"[yellow]warning:[/] {warning}")
-        report = write_report(run, cfg, lm, splits, baseline, tuned, result, timings,
-                              {"fairness": fairness, "forgetting": forgetting})
-    except BaseException as exc:
-        write_status(run, "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
+            resumable = resume is not None and latest_checkpoint(run.checkpoints) is not None
+            result = train_model(lm, splits, cfg, run, resume=resumable, on_eval=on_eval, on_log=trackers.hook(on_log))
+        if not main:  # the other training processes are done; the first one evaluates and reports
+            return run
+        report = _after_training(lm, splits, cfg, run, baseline, general_before, result, timings)
+        trackers.log_summary(*report_summary(report))
     write_status(run, "completed", verdict=report["verdict"])
+    note_run(cfg.project.runs_dir, run)
     return run
 
 
@@ -239,6 +392,9 @@ def augment_data(cfg: Config, base_dir: Path, generator: Generator, out: Path, *
         raise UserError("ask for --paraphrases N (per seed) and/or --new N")
     if out.exists() and not append:
         raise UserError(f"{out} exists: pass --append to add to it, or choose another --out")
+    if cfg.data.mix is not None:
+        raise UserError("data augment writes rows in one dataset's format; with data.mix, run it with "
+                        "--set data.mix=null --set data.train=SOURCE (and that source's data.format/columns)")
     splits = prepare_splits(cfg, base_dir, require_test=False)
     seeds = splits.train
     if max_seeds is not None and len(seeds) > max_seeds:
@@ -332,9 +488,7 @@ def evaluate_run(run: RunPaths, cfg: Config, splits: Splits, *, base: bool) -> E
     """
     lm = load_model(cfg)
     if not base:
-        if not (run.adapter / "adapter_config.json").is_file():
-            raise UserError(f"run {run.id} has no saved adapter in {run.adapter}")
-        lm.model = load_adapter(lm.model, run.adapter)
+        lm.model = load_adapter(lm.model, adapter_source(str(run.root), cfg.project.runs_dir))
     return evaluate_split(lm, splits, cfg, "base" if base else "tuned")
 
 
@@ -352,9 +506,31 @@ def chat_once(run: RunPaths, cfg: Config, splits: Splits, prompt: str, max_new_t
     Raises:
         UserError: The run has no saved adapter.
     """
-    if not (run.adapter / "adapter_config.json").is_file():
-        raise UserError(f"run {run.id} has no saved adapter in {run.adapter}")
+    source = adapter_source(str(run.root), cfg.project.runs_dir)
     lm = load_model(cfg)
-    lm.model = load_adapter(lm.model, run.adapter)
+    lm.model = load_adapter(lm.model, source)
     ids = encode_prompt(lm.tokenizer, Example(id="chat", prompt=prompt, target=""), splits.system_prompt, cfg.model.max_seq_len)
     return generate_batched(lm, [ids], max_new_tokens or cfg.eval.max_new_tokens, 1, label="chat")[0]
+
+
+def export_merged(run: RunPaths, cfg: Config, out: Path) -> dict[str, Any]:
+    """Fold a run's trained adapter into the base weights and save a plain model folder (safetensors + tokenizer).
+
+    The base is loaded in full precision, also for a QLoRA run, so the merged model needs no
+    bitsandbytes; its greedy outputs match the adapter model's (a test checks it).
+
+    Raises:
+        UserError: ``out`` is not empty, the run has no adapter, or its method cannot be merged.
+    """
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty; choose a new folder for the merged model")
+    source = adapter_source(str(run.root), cfg.project.runs_dir)
+    method = saved_method(source)
+    lm = load_base_model(base_path(cfg), "fp32", cfg.model.trust_remote_code)
+    with console.status(f"Merging the {method} adapter of run {run.id}"):
+        merged = merge_adapter(load_adapter(lm.model, source), method)
+        out.mkdir(parents=True, exist_ok=True)
+        merged.save_pretrained(out, safe_serialization=True)
+        lm.tokenizer.save_pretrained(out)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return {"run": run.id, "method": method, "out": str(out), "bytes": size}

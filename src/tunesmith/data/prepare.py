@@ -16,7 +16,8 @@ from tunesmith.data.encode import render_preview
 from tunesmith.data.examples import Example, Rejected, examples_hash
 from tunesmith.data.formats import FORMATS, detect_format, row_to_example
 from tunesmith.data.io import data_files, read_jsonl, read_records, write_jsonl
-from tunesmith.data.lengths import TokenCounter, apply_length_policy, token_lengths
+from tunesmith.data.lengths import TokenCounter, measure_splits
+from tunesmith.data.mix import combine_sources, source_config
 from tunesmith.data.quality import Removed, clean_example, deduplicate, find_leakage, scrub_pii
 from tunesmith.data.split import split_examples
 from tunesmith.errors import DataError
@@ -57,6 +58,8 @@ class Splits:
         class_weights: Loss weight per label under ``balance.strategy: loss_weights``, else None.
         oversampled: Copies added to the training split by oversampling (not rows read).
         preview: One training example rendered exactly as training sees it, and the part that carries loss.
+        tasks: Per task tag of a ``data.mix`` run: type, weight, format, labels, system prompt, sources
+            and counts (see :func:`tunesmith.data.mix.task_summary`); empty for a single dataset.
     """
 
     train: list[Example]
@@ -81,6 +84,7 @@ class Splits:
     class_weights: dict[str, float] | None = None
     oversampled: int = 0
     preview: dict[str, str] | None = None
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def accounting(self) -> dict[str, Any]:
         """Where every row read went: ``rows_read == kept + rejected + sum(removed.values())``."""
@@ -98,7 +102,7 @@ class Splits:
         for name, part in (("train", self.train), ("validation", self.validation), ("test", self.test)):
             entry: dict[str, Any] = {"count": len(part), "sha256": hashes[name]}
             if self.labels is not None:
-                entry["labels"] = dict(sorted(Counter(ex.label for ex in part).items()))
+                entry["labels"] = dict(sorted(Counter(ex.label for ex in part if ex.label is not None).items()))
             out["splits"][name] = entry
         out["data_hash"] = self.data_hash(hashes)
         out["labels"] = self.labels
@@ -109,6 +113,8 @@ class Splits:
         out["balance"] = self.balance
         out["class_weights"] = self.class_weights
         out["preview"] = self.preview
+        if self.tasks:
+            out["tasks"] = self.tasks
         return out
 
     def split_hashes(self) -> dict[str, str]:
@@ -165,7 +171,8 @@ class Splits:
                    rejected, acc.get("rows_read", 0), removed, acc.get("warnings", []),
                    acc.get("conflicts", 0), acc.get("leakage_found", 0), acc.get("pii", {}), acc.get("pii_policy", "redact"),
                    manifest.get("columns", {}), manifest.get("lengths", {}), [], manifest.get("balance", {}),
-                   manifest.get("class_weights"), acc.get("oversampled", 0), manifest.get("preview"))
+                   manifest.get("class_weights"), acc.get("oversampled", 0), manifest.get("preview"),
+                   manifest.get("tasks", {}))
 
 
 def _sha256(path: Path) -> str:
@@ -275,6 +282,8 @@ def prepare_splits(cfg: Config, base_dir: Path, require_test: bool = True, token
     d = cfg.data
     if d.prepared is not None:
         return _load_prepared(resolve_path(base_dir, d.prepared), require_test)
+    if d.mix is not None:
+        return _prepare_mix(cfg, base_dir, require_test, tokenizer)
     task = cfg.objective.task
     train_paths = resolve_paths(base_dir, d.train)
     train_path = train_paths[0]
@@ -355,14 +364,11 @@ def prepare_splits(cfg: Config, base_dir: Path, require_test: bool = True, token
     length_values: list[int] = []
     preview = None
     if tokenizer is not None:
-        parts = {"train": train, "validation": validation, "test": test}
-        for name, part in parts.items():
-            stats = token_lengths(tokenizer, part, system_prompt, cfg.model.max_seq_len, counter)
-            parts[name], dropped = apply_length_policy(part, stats, d.length_policy, name)
-            removed_rows += [Removed("length", ex.id, name, None, ex.to_dict()) for ex in dropped]
-            lengths[name] = {**stats.summary(), "policy": d.length_policy}
-            length_values += stats.lengths
-        train, validation, test = parts["train"], parts["validation"], parts["test"]
+        measured = measure_splits(tokenizer, train, validation, test, system_prompt, cfg.model.max_seq_len,
+                                  d.length_policy, counter)
+        (train, validation, test), lengths, length_values = measured.parts, measured.summary, measured.values
+        removed_rows += [Removed("length", ex.id, name, None, ex.to_dict()) for name, exs in measured.dropped.items()
+                         for ex in exs]
         if train:
             preview = render_preview(tokenizer, train[0], system_prompt, cfg.model.max_seq_len)
 
@@ -386,6 +392,30 @@ def prepare_splits(cfg: Config, base_dir: Path, require_test: bool = True, token
                   columns={f: d.columns.get(f, f) for f in fmt.required + fmt.optional}, lengths=lengths,
                   length_values=length_values, balance=balance, class_weights=class_weights, oversampled=copies,
                   preview=preview)
+
+
+def _prepare_mix(cfg: Config, base_dir: Path, require_test: bool, tokenizer: Any) -> Splits:
+    """``data.mix``: each source prepared as if it were the only ``data.train``, then combined and mixed.
+
+    Raises:
+        DataError: A source's data is invalid (the message names the source), an example is too
+            long under ``length_policy: fail``, or (when required) the test split is empty.
+    """
+    parts: dict[str, Splits] = {}
+    for i, source in enumerate(cfg.data.mix or []):
+        try:
+            parts[source.task] = prepare_splits(source_config(cfg, source), base_dir, require_test=False)
+        except DataError as exc:
+            raise DataError(f"data.mix[{i}] (task {source.task!r}): {exc}") from None
+    m = combine_sources(cfg, parts, tokenizer)
+    if not m.train:
+        raise DataError("no usable training rows in any source of data.mix (see data.length_policy)")
+    if not m.test and require_test:
+        raise DataError("the test split is empty: add data or raise data.split.test")
+    return Splits(m.train, m.validation, m.test, "mix", m.labels, None, m.sources, rejected=m.rejected,
+                  rows_read=m.rows_read, removed_rows=m.removed, warnings=m.warnings, conflicts=m.conflicts,
+                  leakage_found=m.leakage_found, pii=m.pii, pii_policy=cfg.data.pii.policy, lengths=m.lengths,
+                  length_values=m.length_values, balance=m.balance, oversampled=m.copies, preview=m.preview, tasks=m.tasks)
 
 
 def _load_prepared(folder: Path, require_test: bool) -> Splits:

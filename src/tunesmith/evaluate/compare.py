@@ -12,8 +12,12 @@ from tunesmith.evaluate.stats import Interval, PairedComparison, bootstrap_inter
 Row = dict[str, Any]
 
 
-def _refs(rows: Sequence[Row], task: str) -> list[Any]:
-    return [r["label"] if task == "classification" else r["reference"] for r in rows]
+def references(rows: Sequence[Row], task: str) -> list[Any]:
+    """What each prediction is scored against: the label of a classification row, else the reference answer.
+
+    A row's own ``task_type`` (rows of a ``data.mix`` run) wins over the run's ``task``.
+    """
+    return [r["label"] if r.get("task_type", task) == "classification" else r["reference"] for r in rows]
 
 
 def paired_comparisons(task: str, metrics: Sequence[str], baseline: Sequence[Row], tuned: Sequence[Row], *,
@@ -25,7 +29,7 @@ def paired_comparisons(task: str, metrics: Sequence[str], baseline: Sequence[Row
     """
     if [r["id"] for r in baseline] != [r["id"] for r in tuned]:
         raise ValueError("baseline and tuned predictions are not for the same examples in the same order")
-    refs = _refs(tuned, task)
+    refs = references(tuned, task)
     b_preds, t_preds = [r["prediction"] for r in baseline], [r["prediction"] for r in tuned]
     return {m: compare_paired(m, b_preds, t_preds, refs, resamples=resamples, seed=seed, level=level)
             for m in metrics if m in METRICS}
@@ -36,7 +40,7 @@ def tuned_interval(task: str, metric: str, tuned: Sequence[Row], *, resamples: i
     """The tuned metric's interval alone (no baseline), or None for loss and perplexity."""
     if metric not in METRICS:
         return None
-    return bootstrap_interval(metric, [r["prediction"] for r in tuned], _refs(tuned, task),
+    return bootstrap_interval(metric, [r["prediction"] for r in tuned], references(tuned, task),
                               resamples=resamples, seed=seed, level=level)
 
 
@@ -87,7 +91,7 @@ def slice_breakdown(task: str, metric: str, baseline: Sequence[Row] | None, tune
         come first, then by tuned value.
     """
     fn = METRICS[metric].fn
-    refs = _refs(tuned, task)
+    refs = references(tuned, task)
     out = []
     for field in fields:
         groups: dict[str, list[int]] = defaultdict(list)

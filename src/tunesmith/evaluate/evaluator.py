@@ -14,6 +14,7 @@ from tunesmith.data.examples import Example
 from tunesmith.evaluate.generate import generate_batched
 from tunesmith.evaluate.metrics import METRICS, compute_metrics
 from tunesmith.evaluate.normalize import match_label
+from tunesmith.evaluate.tasks import metrics_by_task, scoring
 from tunesmith.models.load import LoadedModel
 from tunesmith.train.loss import evaluate_loss
 
@@ -28,18 +29,22 @@ class EvalResult:
     Attributes:
         name: ``baseline`` or ``tuned``.
         metrics: Metric name -> value, ``loss`` and ``perplexity`` included.
-        predictions: One row per example: id, input, reference, label, meta, output, prediction, score.
+        predictions: One row per example: id, input, reference, label, meta, output, prediction, score,
+            and the task type it was scored as.
         seconds: Wall time of the evaluation.
+        by_task: In a ``data.mix`` run, each task tag's own metrics on its rows; else empty.
     """
 
     name: str
     metrics: dict[str, float]
     predictions: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    by_task: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, system_prompt: str | None,
-                   labels: list[str] | None, cfg: EvalConfig, max_seq_len: int, name: str) -> EvalResult:
+                   labels: list[str] | None, cfg: EvalConfig, max_seq_len: int, name: str,
+                   tasks: dict[str, dict[str, Any]] | None = None) -> EvalResult:
     """Generate greedily for every example and score the outputs with the task's metrics.
 
     Args:
@@ -51,6 +56,8 @@ def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, s
         cfg: Evaluation settings.
         max_seq_len: Longest prompt in tokens.
         name: What is evaluated, for progress and the result.
+        tasks: The tasks of a ``data.mix`` run (``Splits.tasks``): each example is then scored as
+            its own task's type, against its own task's labels (see :mod:`tunesmith.evaluate.tasks`).
 
     Returns:
         The metrics and per-example predictions.
@@ -59,20 +66,16 @@ def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, s
     examples = list(examples)[: cfg.max_examples] if cfg.max_examples else list(examples)
     prompts = [encode_prompt(lm.tokenizer, ex, system_prompt, max_seq_len) for ex in examples]
     outputs = generate_batched(lm, prompts, cfg.max_new_tokens, cfg.batch_size, label=f"eval {name}")
-    if task == "classification":
-        preds = [match_label(o, labels or []) or "" for o in outputs]
-        refs: list[Any] = [ex.label for ex in examples]
-    else:
-        preds = outputs
-        refs = [ex.target for ex in examples]
+    kinds = [scoring(ex, task, labels, tasks) for ex in examples]
+    preds = [(match_label(o, labs or []) or "") if kind == "classification" else o for o, (kind, labs) in zip(outputs, kinds)]
+    refs: list[Any] = [ex.label if kind == "classification" else ex.target for ex, (kind, _) in zip(examples, kinds)]
     metrics = compute_metrics(task, preds, refs)
     encoded = [encode_example(lm.tokenizer, ex, system_prompt, max_seq_len) for ex in examples]
     loss = evaluate_loss(lm.model, encoded, lm.tokenizer.pad_token_id, cfg.batch_size, lm.device, lm.autocast)
     metrics["loss"] = loss
     metrics["perplexity"] = math.exp(min(loss, 50))
-    score_fn = METRICS[EXAMPLE_SCORE[task]].fn
     rows = []
-    for ex, out, pred, ref in zip(examples, outputs, preds, refs):
+    for ex, out, pred, ref, (kind, _) in zip(examples, outputs, preds, refs, kinds):
         rows.append({
             "id": ex.id,
             "input": ex.prompt,
@@ -81,6 +84,7 @@ def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, s
             "meta": ex.meta,
             "output": out,
             "prediction": pred,
-            "score": score_fn([pred], [ref]),
+            "score": METRICS[EXAMPLE_SCORE[kind]].fn([pred], [ref]),
+            "task_type": kind,
         })
-    return EvalResult(name, metrics, rows, round(time.perf_counter() - start, 2))
+    return EvalResult(name, metrics, rows, round(time.perf_counter() - start, 2), metrics_by_task(rows, tasks or {}))

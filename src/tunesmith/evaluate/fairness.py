@@ -15,6 +15,7 @@ from typing import Any
 
 from tunesmith.data.encode import encode_prompt
 from tunesmith.data.examples import Example
+from tunesmith.evaluate.compare import references
 from tunesmith.evaluate.generate import generate_batched
 from tunesmith.evaluate.metrics import METRICS
 from tunesmith.evaluate.normalize import match_label
@@ -39,7 +40,7 @@ def group_metrics(rows: Sequence[dict[str, Any]], attribute: str, metric: str, t
             groups[str(value)].append(r)
     fn = METRICS[metric].fn
     table = [{"value": v, "count": len(g),
-              "metric": fn([r["prediction"] for r in g], [r["label"] if task == "classification" else r["reference"] for r in g])}
+              "metric": fn([r["prediction"] for r in g], references(g, task))}
              for v, g in sorted(groups.items())]
     values = [g["metric"] for g in table]
     ratio = None

@@ -58,7 +58,7 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
 
 
 def load_base_model(path: Path, precision: str = "auto", trust_remote_code: bool = False,
-                    device: torch.device | None = None) -> LoadedModel:
+                    device: torch.device | None = None, load_kwargs: dict[str, Any] | None = None) -> LoadedModel:
     """Load a causal LM in fp32 from safetensors only.
 
     Weights stay fp32 (the master copy); bf16 is applied by autocast where the hardware
@@ -69,18 +69,23 @@ def load_base_model(path: Path, precision: str = "auto", trust_remote_code: bool
         precision: ``auto``, ``fp32`` or ``bf16``.
         trust_remote_code: Allow custom model code from the folder.
         device: Override the device.
+        load_kwargs: Extra ``from_pretrained`` arguments, e.g. a 4-bit quantisation config (then the
+            weights are placed on the GPU by the loader and compute runs in bf16).
 
     Raises:
         ModelError: The checkpoint cannot be loaded.
     """
     device = device or default_device()
+    quantized = bool(load_kwargs and "quantization_config" in load_kwargs)
     try:
         tok = load_tokenizer(path, trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
-                                                     trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
+        extra = {"device_map": {"": device.index or 0}, "dtype": torch.bfloat16} if quantized else {"dtype": torch.float32}
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code,
+                                                     **extra, **(load_kwargs or {}))
+    except (OSError, ValueError, ImportError) as exc:
         raise ModelError(f"cannot load the model in {path}: {exc}") from exc
-    model.to(device)
+    if not quantized:  # a quantised model is placed by its loader and cannot be moved
+        model.to(device)
     model.eval()
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tok.pad_token_id

@@ -8,6 +8,7 @@ from tunesmith.config import Config
 from tunesmith.evaluate.compare import confusion, error_analysis, paired_comparisons, slice_breakdown, tuned_interval, verdict
 from tunesmith.evaluate.evaluator import EvalResult
 from tunesmith.evaluate.metrics import METRICS, higher_is_better
+from tunesmith.evaluate.tasks import per_task
 from tunesmith.train.loop import TrainResult
 
 
@@ -32,7 +33,7 @@ def build_report(*, cfg: Config, run_id: str, model_info: dict[str, Any], data: 
         cfg: The resolved config.
         run_id: The run's id.
         model_info: Base model name, path and precision.
-        data: Split counts, format, labels and hashes.
+        data: Split counts, format, labels and hashes; ``tasks`` (a ``data.mix`` run's tasks) adds the per-task section.
         baseline: The untuned model's evaluation, if run.
         tuned: The tuned model's evaluation.
         train: The training measurements, if trained in this run.
@@ -49,6 +50,9 @@ def build_report(*, cfg: Config, run_id: str, model_info: dict[str, Any], data: 
     interval = comparisons[metric].tuned if metric in comparisons else tuned_interval(task, metric, tuned.predictions, **opts)
     result, why = verdict(metric, cfg.objective.target, tuned.metrics[metric], interval, comparisons.get(metric), b_val)
     slice_metric = metric if metric in METRICS else scored[0]
+    tasks = data.get("tasks") or {}
+    # A mix is broken down by task without being asked; per_task below has each task's own metrics.
+    slice_by = [*ev.slice_by, *(["task"] if tasks and "task" not in ev.slice_by else [])]
     return {
         "run_id": run_id,
         "project": cfg.project.name,
@@ -66,7 +70,9 @@ def build_report(*, cfg: Config, run_id: str, model_info: dict[str, Any], data: 
         "significance": {m: c.to_dict() for m, c in comparisons.items()},
         "slices": {"metric": slice_metric,
                    "rows": slice_breakdown(task, slice_metric, baseline.predictions if baseline else None,
-                                           tuned.predictions, ev.slice_by)},
+                                           tuned.predictions, slice_by)},
+        "per_task": per_task(tasks, baseline.predictions if baseline else None, tuned.predictions, metric, **opts)
+        if tasks else None,
         "errors": error_analysis(baseline.predictions if baseline else None, tuned.predictions),
         "confusion": None if not data.get("labels") else {
             "labels": data["labels"], **({"baseline": confusion(data["labels"], baseline.predictions)} if baseline else {}),

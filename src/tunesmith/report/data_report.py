@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # files only; no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tunesmith.data.prepare import Splits  # noqa: E402
+from tunesmith.report.tasks import shares_sentence  # noqa: E402
 
 
 def data_summary(splits: Splits, data_hash: str | None = None) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def data_summary(splits: Splits, data_hash: str | None = None) -> dict[str, Any]
         "splits": splits.counts(),
         "format": splits.format,
         "labels": dict(Counter(ex.label for part in (splits.train, splits.validation, splits.test)
-                               for ex in part).most_common()) if splits.labels else None,
+                               for ex in part if ex.label is not None).most_common()) if splits.labels else None,
         "warnings": acc["warnings"],
         "adds_up": acc["rows_read"] == acc["kept"] + acc["rejected"] + sum(removed.values()),
         "oversampled": acc["oversampled"],
@@ -49,6 +50,7 @@ def data_summary(splits: Splits, data_hash: str | None = None) -> dict[str, Any]
         "balance": splits.balance,
         "preview": splits.preview,
         "data_hash": data_hash or splits.data_hash(),
+        **({"tasks": splits.tasks} if splits.tasks else {}),
     }
 
 
@@ -114,6 +116,8 @@ def _facts(summary: dict[str, Any]) -> list[str]:
     for split, t in summary["tokens"].items():
         if t.get("count"):
             facts.append(f"{split} tokens: median {t['p50']}, p90 {t['p90']}, p99 {t['p99']}, max {t['max']}.")
+    if summary.get("tasks"):
+        facts.append(shares_sentence(summary["tasks"]))
     b = summary["balance"]
     if b:
         facts.append(f"Class balance ({b['strategy']}): imbalance ratio {b['imbalance_ratio']}"

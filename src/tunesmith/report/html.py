@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tunesmith.report.tasks import per_task_table, shares_sentence
+
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:.92em}
 th{background:#f4f4f4}img{max-width:100%}.verdict{font-size:1.3em;padding:.6em 1em;border-radius:6px}
@@ -69,6 +71,11 @@ def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
         parts += [f"<h2>By slice ({html.escape(sl['metric'])}; worse first)</h2>",
                   _table(["field", "value", "examples", "baseline", "tuned", "change"],
                          [[r["field"], r["value"], r["count"], r["baseline"], r["tuned"], r["change"]] for r in sl["rows"]])]
+    if report.get("per_task"):
+        parts += ["<h2>Per task</h2>", "<p class='muted'>Each task of the mix on its own test examples, with its own "
+                  "type's metrics; intervals: paired bootstrap.</p>", _table(*per_task_table(report["per_task"]))]
+        if report["data"].get("tasks"):
+            parts.append(f"<p>{html.escape(shares_sentence(report['data']['tasks']))}</p>")
     err = report.get("errors")
     if err:
         parts.append("<h2>Error analysis</h2><p>" + ", ".join(f"{k.replace('_', ' ')}: <b>{n}</b>" for k, n in err["counts"].items()) + "</p>")

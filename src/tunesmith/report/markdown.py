@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tunesmith.report.tasks import per_task_table, shares_sentence
+
 
 def _fmt(v: Any, pct: bool = False) -> str:
     if v is None:
@@ -61,6 +63,13 @@ def render_markdown(report: dict[str, Any], tuned_rows: Sequence[dict[str, Any]]
                   "| field | value | examples | baseline | tuned | change |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['field']} | {r['value']} | {r['count']} | {_fmt(r['baseline'])} | {_fmt(r['tuned'])} | "
                   f"{_fmt(r['change'])} |" for r in sl["rows"]]
+    if report.get("per_task"):
+        header, rows = per_task_table(report["per_task"])
+        lines += ["", "## Per task (each task of the mix on its own test examples, with its own type's metrics)", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+        if report["data"].get("tasks"):
+            lines += ["", shares_sentence(report["data"]["tasks"])]
     err = report.get("errors")
     if err:
         lines += ["", "## Error analysis", "", ", ".join(f"{k.replace('_', ' ')}: **{n}**" for k, n in err["counts"].items()) + "."]

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from transformers import get_scheduler
 
 from tunesmith.config import TrainConfig
 from tunesmith.data.encode import Encoded
+from tunesmith.errors import UserError
+from tunesmith.models.adapters import Method, get_method, trainable_state
 from tunesmith.models.load import LoadedModel
+from tunesmith.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from tunesmith.train.batching import collate, length_grouped_batches
 from tunesmith.train.loss import completion_loss, evaluate_loss
 from tunesmith.ui import make_progress, peak_rss_mb
@@ -38,6 +44,8 @@ class TrainResult:
         best_val_loss: Validation loss of the kept weights, or None without a validation split.
         stopped_early: Whether early stopping ended the run.
         final_train_loss: Mean training loss over the last logging window.
+        history: Every row of ``metrics.jsonl``.
+        resumed_from: The checkpoint step this process continued from, or None.
     """
 
     steps: int
@@ -51,6 +59,7 @@ class TrainResult:
     stopped_early: bool
     final_train_loss: float | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
 
     def summary(self) -> dict[str, Any]:
         """The result without the per-step history."""
@@ -60,28 +69,59 @@ class TrainResult:
 
 
 class _MetricsLog:
-    """Appends one JSON object per event to ``metrics.jsonl`` and keeps them in memory."""
+    """Appends one JSON object per event to ``metrics.jsonl``, keeps them in memory and passes them on."""
 
-    def __init__(self, path: Path | None):
-        self.path, self.rows = path, []
+    def __init__(self, path: Path | None, on_log: Callable[[dict[str, Any]], None] | None = None,
+                 rows: list[dict[str, Any]] | None = None):
+        # A resumed run starts from the checkpoint's rows: anything logged after it is redone.
+        self.path, self.rows, self.on_log = path, rows if rows is not None else [], on_log
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("")
+            path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
 
     def write(self, **row: Any) -> None:
         self.rows.append(row)
+        if self.on_log is not None:
+            self.on_log(row)
         if self.path is not None:
             with self.path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
 
-def _plan_steps(n_train: int, cfg: TrainConfig) -> tuple[int, int]:
-    batches_per_epoch = math.ceil(n_train / cfg.batch_size)
+def plan_steps(n_train: int, cfg: TrainConfig, world: int = 1) -> tuple[int, int]:
+    """(total optimiser steps, steps per epoch) for ``n_train`` examples on ``world`` processes."""
+    batches_per_epoch = math.ceil(n_train / (cfg.batch_size * world))
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum))
     total = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     return total, steps_per_epoch
+
+
+class _StepLoss(torch.nn.Module):
+    """The model with the completion loss as its forward, so a DDP or FSDP wrapper sees one forward per micro-batch."""
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.model = model
+
+    def forward(self, **batch: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return completion_loss(self.model, batch)
+
+
+def world_size() -> int:
+    """How many training processes were launched (``accelerate launch`` sets ``WORLD_SIZE``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Whether this is the first (or only) training process: the one that writes files and evaluates."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _accelerator() -> Any:
+    """An ``accelerate`` accelerator when launched as several processes, else None."""
+    return Accelerator(cpu=not torch.cuda.is_available()) if world_size() > 1 else None
 
 
 def train_adapter(
@@ -91,118 +131,184 @@ def train_adapter(
     cfg: TrainConfig,
     *,
     seed: int,
+    method: Method | None = None,
     metrics_path: Path | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
     on_eval: Callable[[int, float], None] | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train the trainable parameters of ``lm.model`` and keep the best weights in it.
 
-    Validation runs every ``cfg.eval_every`` steps (or once per epoch) and at the end;
-    the weights with the lowest validation loss are restored before returning, and
-    ``cfg.early_stopping_patience`` evaluations without improvement stop the run.
+    Validation runs every ``cfg.eval_every`` steps (or once per epoch) and at the end; the
+    weights with the lowest validation loss are restored before returning, and
+    ``cfg.early_stopping_patience`` validations without improvement stop the run. With
+    ``checkpoint_dir``, a resumable checkpoint is written every ``cfg.checkpoint_every`` steps
+    (default: at each validation); with ``resume``, training continues from the latest one and
+    ends where an uninterrupted run would.
+
+    Launched as several processes (``accelerate launch``), each process takes an equal share of
+    every batch (``cfg.batch_size`` is per process) and gradients are averaged by DDP or FSDP,
+    so N processes give the result of one process with N times the batch.
 
     Args:
-        lm: The loaded model with an adapter applied.
+        lm: The loaded model with the method's trainable parameters.
         train_set: Encoded training examples.
         val_set: Encoded validation examples (may be empty: then the last weights are kept).
         cfg: Training settings.
         seed: Seed for data order and dropout.
+        method: The training method, for its learning rate and per-step hooks; None means plain LoRA.
         metrics_path: Where to write ``metrics.jsonl``.
-        on_eval: Called with (step, validation loss) after each validation.
+        checkpoint_dir: Where resumable checkpoints go; None writes none.
+        resume: Continue from the latest checkpoint in ``checkpoint_dir``.
+        on_eval: Called with (step, validation loss) after each validation; an exception it raises
+            stops training and propagates (a sweep prunes a trial this way).
+        on_log: Called with every row written to ``metrics.jsonl`` (experiment trackers subscribe here).
 
     Returns:
         The measurements of the run.
+
+    Raises:
+        UserError: ``resume`` without a readable checkpoint.
     """
+    method = method or get_method("lora")
     model, device = lm.model, lm.device
     pad_id = lm.tokenizer.pad_token_id
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(seed)
+    acc = _accelerator()
+    world, rank = (acc.num_processes, acc.process_index) if acc else (1, 0)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total_steps, steps_per_epoch = _plan_steps(len(train_set), cfg)
+    lr = cfg.lr if cfg.lr is not None else method.default_lr
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    total_steps, steps_per_epoch = plan_steps(len(train_set), cfg, world)
     scheduler = get_scheduler(_SCHEDULERS[cfg.scheduler], optimizer,
                               num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
+    step_loss_module: Any = _StepLoss(model)
+    if acc is not None:
+        step_loss_module, optimizer = acc.prepare(step_loss_module, optimizer)
     eval_every = cfg.eval_every or steps_per_epoch
+    checkpoint_every = cfg.checkpoint_every or eval_every
     lengths = [len(e.input_ids) for e in train_set]
-    log = _MetricsLog(metrics_path)
+    saves = checkpoint_dir is not None and rank == 0
 
-    best_loss, best_step, best_state = math.inf, 0, None
-    bad_evals, stopped_early = 0, False
-    step, tokens, window_loss, window_tokens = 0, 0, 0.0, 0
-    last_train_loss: float | None = None
+    st, best_state, resumed_from = LoopState(), None, None
+    if resume:
+        folder = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+        if folder is None:
+            raise UserError(f"no checkpoint to resume from in {checkpoint_dir}")
+        ck = load_checkpoint(folder)
+        st, best_state, resumed_from = ck.state, ck.best, ck.state.step
+        _copy_into(model, ck.trainable)
+        optimizer.load_state_dict(ck.optimizer)
+        scheduler.load_state_dict(ck.scheduler)
+        restore_rng(ck.rng)
+    log = _MetricsLog(metrics_path if rank == 0 else None, on_log, st.history)
     start = time.perf_counter()
 
+    def elapsed() -> float:
+        return st.seconds + time.perf_counter() - start
+
     def validate() -> None:
-        nonlocal best_loss, best_step, best_state, bad_evals, stopped_early
+        nonlocal best_state
         if not val_set:
             return
         val_loss = evaluate_loss(model, val_set, pad_id, cfg.batch_size, device, lm.autocast)
-        improved = val_loss < best_loss - 1e-4
-        log.write(step=step, epoch=round(step / steps_per_epoch, 4), val_loss=val_loss,
+        improved = val_loss < st.best_loss - 1e-4
+        log.write(step=st.step, epoch=round(st.step / steps_per_epoch, 4), val_loss=val_loss,
                   val_perplexity=math.exp(min(val_loss, 50)), best=improved)
         if on_eval:
-            on_eval(step, val_loss)
+            on_eval(st.step, val_loss)
         if improved:
-            best_loss, best_step, bad_evals = val_loss, step, 0
-            best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+            st.best_loss, st.best_step, st.bad_evals = val_loss, st.step, 0
+            best_state = trainable_state(model)
         else:
-            bad_evals += 1
-            if cfg.early_stopping_patience is not None and bad_evals >= cfg.early_stopping_patience:
-                stopped_early = True
+            st.bad_evals += 1
+            if cfg.early_stopping_patience is not None and st.bad_evals >= cfg.early_stopping_patience:
+                st.stopped_early = True
 
     model.train()
     with make_progress() as progress:
-        task = progress.add_task("train", total=total_steps, info="")
-        epoch = 0
-        while step < total_steps and not stopped_early:
-            batches = length_grouped_batches(lengths, cfg.batch_size, seed=seed * 1000 + epoch)
-            for k in range(0, len(batches), cfg.grad_accum):
-                group = batches[k : k + cfg.grad_accum]
+        task = progress.add_task("train", total=total_steps, completed=st.step, info="")
+        while st.step < total_steps and not st.stopped_early:
+            batches = length_grouped_batches(lengths, cfg.batch_size * world, seed=seed * 1000 + st.epoch)
+            while st.group * cfg.grad_accum < len(batches):
+                group = batches[st.group * cfg.grad_accum : (st.group + 1) * cfg.grad_accum]
+                st.group += 1
                 encoded_groups = [[train_set[i] for i in idx] for idx in group]
                 n_labels = sum(e.n_completion for g in encoded_groups for e in g)
                 step_loss = 0.0
-                for items in encoded_groups:
-                    batch = {key: v.to(device) for key, v in collate(items, pad_id).items()}
-                    with lm.autocast():
-                        loss_sum, _ = completion_loss(model, batch)
-                    # Normalise by the labelled tokens of the whole accumulated step, not per micro-batch.
-                    (loss_sum / max(n_labels, 1)).backward()
-                    step_loss += float(loss_sum.detach())
-                    tokens += int(batch["attention_mask"].sum())
+                for m, items in enumerate(encoded_groups):
+                    # Interleaved shares keep every process busy even on a short last batch.
+                    mine, scale = items[rank::world], float(world)
+                    if not mine:  # fewer examples than processes: take part in the gradient sync with zero weight
+                        mine, scale = items[:1], 0.0
+                    batch = {key: v.to(device) for key, v in collate(mine, pad_id).items()}
+                    sync = nullcontext() if acc is None or m == len(encoded_groups) - 1 else acc.no_sync(step_loss_module)
+                    with sync:
+                        with lm.autocast():
+                            loss_sum, _ = step_loss_module(**batch)
+                            # Normalise by the labelled tokens of the whole step on all processes, so the
+                            # averaged gradient equals one process's gradient on the whole batch.
+                            loss = loss_sum * (scale / max(n_labels, 1))
+                            if method.extra_loss is not None and m == 0:
+                                loss = loss + method.extra_loss(model)
+                        loss.backward()
+                    step_loss += float(loss_sum.detach()) * (scale > 0)
+                    st.tokens += sum(len(e.input_ids) for e in items)
+                if world > 1:
+                    step_loss = _sum_across(acc, step_loss)
                 if cfg.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
+                st.step += 1
+                if method.on_step is not None:
+                    method.on_step(model, st.step)
                 optimizer.zero_grad(set_to_none=True)
-                step += 1
-                window_loss += step_loss
-                window_tokens += n_labels
-                elapsed = time.perf_counter() - start
-                if step % cfg.logging_steps == 0 or step == total_steps:
-                    last_train_loss = window_loss / max(window_tokens, 1)
-                    log.write(step=step, epoch=round(step / steps_per_epoch, 4), train_loss=last_train_loss,
-                              lr=scheduler.get_last_lr()[0], tokens=tokens, seconds=round(elapsed, 3))
-                    window_loss, window_tokens = 0.0, 0
-                loss_txt = f"loss {last_train_loss:.3f}" if last_train_loss is not None else ""
-                progress.update(task, advance=1, info=f"{loss_txt}  {tokens / max(elapsed, 1e-9):.0f} tok/s")
-                if step % eval_every == 0 or step == total_steps:
+                st.window_loss += step_loss
+                st.window_tokens += n_labels
+                if st.step % cfg.logging_steps == 0 or st.step == total_steps:
+                    st.last_train_loss = st.window_loss / max(st.window_tokens, 1)
+                    log.write(step=st.step, epoch=round(st.step / steps_per_epoch, 4), train_loss=st.last_train_loss,
+                              lr=scheduler.get_last_lr()[0], tokens=st.tokens, seconds=round(elapsed(), 3))
+                    st.window_loss, st.window_tokens = 0.0, 0
+                loss_txt = f"loss {st.last_train_loss:.3f}" if st.last_train_loss is not None else ""
+                progress.update(task, advance=1, info=f"{loss_txt}  {st.tokens / max(elapsed(), 1e-9):.0f} tok/s")
+                if st.step % eval_every == 0 or st.step == total_steps:
                     validate()
-                if step >= total_steps or stopped_early:
+                if saves and (st.step % checkpoint_every == 0 or st.step % eval_every == 0 or st.step == total_steps):
+                    st.seconds, start = elapsed(), time.perf_counter()
+                    save_checkpoint(checkpoint_dir, st, trainable_state(model), best_state, optimizer, scheduler)
+                if st.step >= total_steps or st.stopped_early:
                     break
-            epoch += 1
+            else:
+                st.epoch, st.group = st.epoch + 1, 0
 
     if best_state is not None:
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if n in best_state:
-                    p.copy_(best_state[n])
+        _copy_into(model, best_state)
     else:
-        best_step = step
+        st.best_step = st.step
     model.eval()
-    seconds = time.perf_counter() - start
+    seconds = elapsed()
     return TrainResult(
-        steps=step, epochs=round(step / steps_per_epoch, 4), seconds=round(seconds, 2), tokens=tokens,
-        tokens_per_second=round(tokens / seconds, 1) if seconds > 0 else 0.0, peak_rss_mb=round(peak_rss_mb(), 1),
-        best_step=best_step, best_val_loss=None if best_state is None else best_loss, stopped_early=stopped_early,
-        final_train_loss=last_train_loss, history=log.rows,
+        steps=st.step, epochs=round(st.step / steps_per_epoch, 4), seconds=round(seconds, 2), tokens=st.tokens,
+        tokens_per_second=round(st.tokens / seconds, 1) if seconds > 0 else 0.0, peak_rss_mb=round(peak_rss_mb(), 1),
+        best_step=st.best_step, best_val_loss=None if best_state is None else st.best_loss,
+        stopped_early=st.stopped_early, final_train_loss=st.last_train_loss, history=log.rows,
+        resumed_from=resumed_from,
     )
+
+
+@torch.no_grad()
+def _copy_into(model: Any, tensors: dict[str, torch.Tensor]) -> None:
+    """Overwrite the model's parameters named in ``tensors`` (a checkpoint's or the best weights)."""
+    for n, p in model.named_parameters():
+        if n in tensors:
+            p.copy_(tensors[n])
+
+
+def _sum_across(acc: Any, value: float) -> float:
+    """The sum of a number over all processes (for the logged loss)."""
+    return float(acc.reduce(torch.tensor([value]), reduction="sum")[0])

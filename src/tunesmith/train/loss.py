@@ -18,6 +18,10 @@ def _split_model(model: Any) -> tuple[Any, Any]:
     return getattr(base, base.base_model_prefix), base.get_output_embeddings()
 
 
+def _prompt_learning(model: Any) -> bool:
+    return isinstance(model, PeftModel) and model.active_peft_config.is_prompt_learning
+
+
 def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over completion tokens, and how many there were.
 
@@ -33,11 +37,17 @@ def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     Returns:
         (sum of (weighted) token losses, number of labelled tokens).
     """
-    backbone, head = _split_model(model)
-    hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
-    logits = head(hidden[:, :-1][keep]).float()
+    if _prompt_learning(model):
+        # Prefix and prompt tuning act inside PEFT's own forward (virtual tokens, past keys), so the
+        # full model runs and the virtual positions are dropped from the front of the logits.
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = out[:, out.shape[1] - batch["input_ids"].shape[1]:][:, :-1][keep].float()
+    else:
+        backbone, head = _split_model(model)
+        hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        logits = head(hidden[:, :-1][keep]).float()
     n = int(keep.sum())
     if "weights" not in batch:
         return F.cross_entropy(logits, targets[keep], reduction="sum"), n
