@@ -6,7 +6,7 @@ import pytest
 
 from tunesmith.config import BalanceConfig, Config
 from tunesmith.data.balance import balance_train
-from tunesmith.data.encode import IGNORE_INDEX, encode_example, render_preview
+from tunesmith.data.encode import encode_example, render_preview
 from tunesmith.data.examples import Example
 from tunesmith.data.lengths import token_lengths
 from tunesmith.data.prepare import Splits, prepare_splits

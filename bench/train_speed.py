@@ -1,0 +1,215 @@
+"""Benchmark: LoRA training speed and memory, tunesmith's trainer against the plain Trainer + PEFT recipe.
+
+On the embedded default model (SmolLM2-135M-Instruct) and the quickstart's banking77 messages
+rendered through the chat template with completion-only labels, it trains the same LoRA (r=16,
+alpha=32, dropout 0.05, every linear layer) on the same examples for one epoch, twice, each in a
+process of its own so that each peak resident memory is that recipe's alone:
+- (a) the plain recipe a user would write: ``transformers.Trainer`` + ``peft``, batches padded by
+  ``DataCollatorForSeq2Seq``, ``use_cpu=True``, bf16 autocast where the CPU runs it natively;
+- (b) tunesmith's trainer, as ``tunesmith run`` calls it (``train_adapter`` on the loaded model).
+Both get the same token ids, batch size, learning rate, schedule, warm-up, clipping and seed.
+
+For each it prints non-padding tokens per second, wall seconds of training, the training loss over
+the last quarter of the steps, validation loss and test accuracy of the tuned model (both computed
+by the same code for the two), and peak RSS; then the speed ratio (b)/(a), the memory ratio, and
+tunesmith's model FLOPs utilisation against this machine's bf16 and fp32 matmul peaks, measured in
+the same run.
+
+Usage: python bench/train_speed.py [--examples 256] [--batch-size 8] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+from transformers.utils import logging as hf_logging
+
+from tunesmith.config import load_config
+from tunesmith.data.encode import encode_example, encode_prompt
+from tunesmith.data.prepare import prepare_splits
+from tunesmith.evaluate.generate import generate_batched
+from tunesmith.models.adapters import BuildContext, apply_adapter, get_method
+from tunesmith.models.load import load_base_model, load_tokenizer
+from tunesmith.models.precision import choose_precision
+from tunesmith.models.resolve import resolve_base
+from tunesmith.project import init_project
+from tunesmith.train.cost import build_on_meta, head_cost, step_cost
+from tunesmith.train.loop import train_adapter
+from tunesmith.train.loss import evaluate_loss
+from tunesmith.ui import peak_rss_mb
+
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
+
+
+def _data(n: int) -> tuple[Any, list, list, list, list[str], str | None]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg, base = load_config(init_project(Path(tmp) / "quickstart", "classification"))
+        splits = prepare_splits(cfg, base)
+    if n > len(splits.train):
+        raise SystemExit(f"--examples {n}: the quickstart's training split has {len(splits.train)}")
+    cfg = cfg.model_copy(update={"adapter": cfg.adapter.model_copy(update={"method": "lora", **LORA,
+                                                                           "target_modules": "all-linear"})})
+    return cfg, splits.train[:n], splits.validation, splits.test, [e.target for e in splits.test], splits.system_prompt
+
+
+def _evaluate(lm: Any, cfg: Any, val: list, test_prompts: list, targets: list[str]) -> dict[str, float]:
+    """Validation loss and test accuracy, computed the same way for both recipes."""
+    val_loss = evaluate_loss(lm.model, val, lm.tokenizer.pad_token_id, 16, lm.device, lm.autocast)
+    answers = generate_batched(lm, test_prompts, max_new_tokens=16, batch_size=32, label="test")
+    accuracy = sum(a.strip() == t.strip() for a, t in zip(answers, targets)) / len(targets)
+    return {"val_loss": round(val_loss, 4), "test_accuracy": round(accuracy, 4)}
+
+
+def _last_quarter(losses: list[float]) -> float:
+    tail = losses[-max(1, len(losses) // 4):]
+    return round(sum(tail) / len(tail), 4)
+
+
+def run_recipe(recipe: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Train with one recipe in this process and measure it."""
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    cfg, train, val_ex, test_ex, targets, system = _data(args.examples)
+    path = resolve_base(cfg.model.base)
+    lm = load_base_model(path, cfg.model.precision)
+    encode = lambda ex: encode_example(lm.tokenizer, ex, system, cfg.model.max_seq_len)  # noqa: E731
+    train_enc, val_enc = [encode(e) for e in train], [encode(e) for e in val_ex]
+    test_prompts = [encode_prompt(lm.tokenizer, e, system, cfg.model.max_seq_len) for e in test_ex]
+    method = get_method("lora")
+    lr = method.default_lr
+    tcfg = cfg.train.model_copy(update={"epochs": 1, "max_steps": None, "batch_size": args.batch_size, "lr": lr,
+                                        "logging_steps": 1,
+                                        "eval_every": None, "early_stopping_patience": None})
+    steps = math.ceil(len(train_enc) / args.batch_size)
+    torch.manual_seed(cfg.project.seed)
+    if recipe == "tunesmith":
+        lm.model = apply_adapter(lm.model, cfg.adapter, BuildContext(total_steps=steps, model_path=path))
+        start = time.perf_counter()
+        result = train_adapter(lm, train_enc, [], tcfg, seed=cfg.project.seed, method=method)
+        seconds = time.perf_counter() - start
+        losses = [r["train_loss"] for r in result.history if "train_loss" in r]
+        if result.steps != steps or result.tokens != sum(len(e.input_ids) for e in train_enc):
+            raise SystemExit(f"tunesmith trained {result.steps} steps and {result.tokens} tokens, not one whole epoch")
+    else:
+        losses, seconds = _plain_trainer(lm, cfg, train_enc, tcfg, lr, steps)
+    out = {"recipe": recipe, "examples": len(train_enc), "steps": steps,
+           "tokens": sum(len(e.input_ids) for e in train_enc), "seconds": round(seconds, 2),
+           "final_train_loss": _last_quarter(losses), "precision": "bf16" if lm.autocast_dtype else "fp32"}
+    out["tokens_per_second"] = round(out["tokens"] / seconds, 1)
+    out.update(_evaluate(lm, cfg, val_enc, test_prompts, targets))
+    out["peak_rss_mib"] = round(peak_rss_mb(), 1)
+    return out
+
+
+def _plain_trainer(lm: Any, cfg: Any, train_enc: list, tcfg: Any, lr: float, steps: int) -> tuple[list[float], float]:
+    """The recipe of the transformers and peft documentation, with nothing tuned for speed."""
+    lm.model = get_peft_model(lm.model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                                                   target_modules="all-linear", task_type="CAUSAL_LM"))
+    ds = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels} for e in train_enc]
+    with tempfile.TemporaryDirectory() as tmp:
+        targs = TrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=tcfg.batch_size, num_train_epochs=1, learning_rate=lr,
+            lr_scheduler_type=tcfg.scheduler, warmup_steps=int(tcfg.warmup_ratio * steps), weight_decay=tcfg.weight_decay,
+            max_grad_norm=tcfg.max_grad_norm, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+            bf16=lm.autocast_dtype is not None, seed=cfg.project.seed, disable_tqdm=True)
+        trainer = Trainer(model=lm.model, args=targs, train_dataset=ds,
+                          data_collator=DataCollatorForSeq2Seq(lm.tokenizer, padding=True, label_pad_token_id=-100))
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+    lm.model.eval()
+    return [r["loss"] for r in trainer.state.log_history if "loss" in r], seconds
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 1024, seconds: float = 2.0) -> float:
+    """GFLOP/s of a square matrix product in ``dtype`` with PyTorch's threads (the best of one-second windows)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        n, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < 0.5:
+            torch.mm(a, b)
+            n += 1
+        best = max(best, 2 * size**3 * n / elapsed / 1e9)
+    return best
+
+
+def model_flops(args: argparse.Namespace) -> float:
+    """FLOPs of one epoch's useful work: forward and backward over the non-padding tokens, the head on labels."""
+    cfg, train, *_ , system = _data(args.examples)
+    path = resolve_base(cfg.model.base)
+    meta = build_on_meta(path, cfg.adapter)
+    cost = step_cost(meta)
+    hidden, vocab, _ = head_cost(meta)
+    lm_tok = load_tokenizer(path, False)
+    total = 0.0
+    for ex in train:
+        e = encode_example(lm_tok, ex, system, cfg.model.max_seq_len)
+        total += cost.step_flops(1, len(e.input_ids)) + e.n_completion * 2.0 * hidden * vocab * 2
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--examples", type=int, default=256, help="training examples (one epoch)")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--recipe", choices=["plain", "tunesmith"], help=argparse.SUPPRESS)
+    ap.add_argument("--only", choices=["plain", "tunesmith"], help="run one recipe (for profiling)")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = ap.parse_args()
+    if args.recipe:
+        print(json.dumps(run_recipe(args.recipe, args)))
+        return
+    peaks = {"bf16": round(matmul_peak(torch.bfloat16), 1), "fp32": round(matmul_peak(torch.float32), 1)}
+    results: dict[str, Any] = {"peak_gflops": peaks,
+                               "cpu_bf16_autocast": choose_precision("auto", torch.device("cpu")) is not None}
+    for recipe in ["plain", "tunesmith"] if not args.only else [args.only]:
+        print(f"training with the {recipe} recipe ...", file=sys.stderr)
+        res = subprocess.run([sys.executable, __file__, "--recipe", recipe, "--examples", str(args.examples),
+                              "--batch-size", str(args.batch_size)], capture_output=True, text=True,
+                             env={**os.environ, "TQDM_DISABLE": "1"})
+        if res.returncode != 0:
+            raise SystemExit(f"the {recipe} recipe failed:\n{res.stderr[-3000:]}")
+        results[recipe] = json.loads(res.stdout.strip().splitlines()[-1])
+    if not args.only:
+        a, b = results["plain"], results["tunesmith"]
+        flops = model_flops(args)
+        results["speed_ratio"] = round(b["tokens_per_second"] / a["tokens_per_second"], 2)
+        results["memory_ratio"] = round(b["peak_rss_mib"] / a["peak_rss_mib"], 3)
+        achieved = flops / b["seconds"] / 1e9
+        results["tunesmith_model_gflops"] = round(achieved, 1)
+        results["tunesmith_mfu"] = {k: round(achieved / v, 3) for k, v in peaks.items()}
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"matmul peak on this machine: bf16 {peaks['bf16']} GFLOP/s, fp32 {peaks['fp32']} GFLOP/s; "
+          f"bf16 autocast {'on' if results['cpu_bf16_autocast'] else 'off (no native bf16 on this CPU)'}")
+    print(f"{'recipe':<11}{'tokens/s':>10}{'seconds':>10}{'train loss':>12}{'val loss':>10}{'test acc':>10}{'peak RSS':>11}")
+    for recipe in ("plain", "tunesmith"):
+        if recipe in results:
+            r = results[recipe]
+            print(f"{recipe:<11}{r['tokens_per_second']:>10.1f}{r['seconds']:>10.1f}{r['final_train_loss']:>12.4f}"
+                  f"{r['val_loss']:>10.4f}{r['test_accuracy']:>10.3f}{r['peak_rss_mib'] / 1024:>8.2f} GiB")
+    if "speed_ratio" in results:
+        print(f"speed (tunesmith / plain Trainer + PEFT): {results['speed_ratio']}x;  "
+              f"memory (tunesmith / plain): {results['memory_ratio']}")
+        print(f"tunesmith model FLOPs: {results['tunesmith_model_gflops']} GFLOP/s = "
+              f"{results['tunesmith_mfu']['bf16']:.1%} of the bf16 matmul peak, "
+              f"{results['tunesmith_mfu']['fp32']:.1%} of the fp32 peak")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The adapters' cheaper dropout: the same distribution, gradient and reproducibility as F.dropout."""
+
+import torch
+from torch import nn
+
+from tests.conftest import build_tiny_model
+from tunesmith.config import AdapterConfig
+from tunesmith.models.adapters import apply_adapter
+from tunesmith.models.fast_dropout import FastDropout, keep_mask, use_fast_dropout
+
+
+def test_mask_keeps_each_element_with_probability_one_minus_p():
+    torch.manual_seed(0)
+    for p in (0.05, 0.1, 0.5):
+        keep = keep_mask(torch.Size([4000, 64]), p, torch.device("cpu")).float()
+        assert abs(keep.mean().item() - (1 - p)) < 0.004
+        # Each of the four 16-bit lanes of a 64-bit draw is uniform (the sign bits included).
+        lanes = keep.flatten().view(-1, 4).mean(0)
+        assert torch.all((lanes - (1 - p)).abs() < 0.008), lanes
+
+
+def test_masks_are_independent_between_elements():
+    torch.manual_seed(1)
+    keep = keep_mask(torch.Size([200_000]), 0.5, torch.device("cpu")).float()
+    neighbours = (keep[:-1] * keep[1:]).mean().item()
+    assert abs(neighbours - 0.25) < 0.005
+
+
+def test_forward_scales_kept_values_and_backward_uses_the_same_mask():
+    torch.manual_seed(2)
+    x = torch.randn(300, 50, requires_grad=True)
+    drop = FastDropout(0.2).train()
+    y = drop(x)
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / 0.8)
+    g = torch.randn_like(y)
+    (y * g).sum().backward()
+    assert torch.allclose(x.grad, g * kept / 0.8)
+    # The expectation is preserved, as with F.dropout.
+    big = torch.ones(1_000_000)
+    assert abs(drop(big).mean().item() - 1.0) < 0.01
+
+
+def test_same_seed_same_mask_and_eval_is_identity():
+    drop = FastDropout(0.1).train()
+    x = torch.randn(64, 64)
+    torch.manual_seed(3)
+    a = drop(x)
+    torch.manual_seed(3)
+    assert torch.equal(a, drop(x))
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_apply_adapter_swaps_only_adapter_dropout(tiny_tokenizer):
+    model = apply_adapter(build_tiny_model(tiny_tokenizer), AdapterConfig(method="lora", dropout=0.1))
+    swapped = [m for n, m in model.named_modules() if isinstance(m, FastDropout)]
+    adapted = [n for n, m in model.named_modules() if n.endswith("lora_dropout")]
+    assert len(swapped) == len(adapted) == 14  # two blocks, seven linear layers each
+    assert all(m.p == 0.1 for m in swapped)
+    assert use_fast_dropout(model) == 0  # nothing left to replace
+    plain = nn.Sequential(nn.Dropout(0.3))
+    assert use_fast_dropout(plain) == 0 and type(plain[0]) is nn.Dropout
