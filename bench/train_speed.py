@@ -15,7 +15,7 @@ by the same code for the two), and peak RSS; then the speed ratio (b)/(a), the m
 tunesmith's model FLOPs utilisation against this machine's bf16 and fp32 matmul peaks, measured in
 the same run.
 
-Usage: python bench/train_speed.py [--examples 256] [--batch-size 8] [--json]
+Usage: python bench/train_speed.py [--examples 256] [--batch-size 8] [--seed N] [--json]
 """
 
 from __future__ import annotations
@@ -93,17 +93,18 @@ def run_recipe(recipe: str, args: argparse.Namespace) -> dict[str, Any]:
                                         "logging_steps": 1,
                                         "eval_every": None, "early_stopping_patience": None})
     steps = math.ceil(len(train_enc) / args.batch_size)
-    torch.manual_seed(cfg.project.seed)
+    seed = cfg.project.seed if args.seed is None else args.seed
+    torch.manual_seed(seed)
     if recipe == "tunesmith":
         lm.model = apply_adapter(lm.model, cfg.adapter, BuildContext(total_steps=steps, model_path=path))
         start = time.perf_counter()
-        result = train_adapter(lm, train_enc, [], tcfg, seed=cfg.project.seed, method=method)
+        result = train_adapter(lm, train_enc, [], tcfg, seed=seed, method=method)
         seconds = time.perf_counter() - start
         losses = [r["train_loss"] for r in result.history if "train_loss" in r]
         if result.steps != steps or result.tokens != sum(len(e.input_ids) for e in train_enc):
             raise SystemExit(f"tunesmith trained {result.steps} steps and {result.tokens} tokens, not one whole epoch")
     else:
-        losses, seconds = _plain_trainer(lm, cfg, train_enc, tcfg, lr, steps)
+        losses, seconds = _plain_trainer(lm, seed, train_enc, tcfg, lr, steps)
     out = {"recipe": recipe, "examples": len(train_enc), "steps": steps,
            "tokens": sum(len(e.input_ids) for e in train_enc), "seconds": round(seconds, 2),
            "final_train_loss": _last_quarter(losses), "precision": "bf16" if lm.autocast_dtype else "fp32"}
@@ -113,7 +114,7 @@ def run_recipe(recipe: str, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _plain_trainer(lm: Any, cfg: Any, train_enc: list, tcfg: Any, lr: float, steps: int) -> tuple[list[float], float]:
+def _plain_trainer(lm: Any, seed: int, train_enc: list, tcfg: Any, lr: float, steps: int) -> tuple[list[float], float]:
     """The recipe of the transformers and peft documentation, with nothing tuned for speed."""
     lm.model = get_peft_model(lm.model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                                                    target_modules="all-linear", task_type="CAUSAL_LM"))
@@ -123,7 +124,7 @@ def _plain_trainer(lm: Any, cfg: Any, train_enc: list, tcfg: Any, lr: float, ste
             output_dir=tmp, per_device_train_batch_size=tcfg.batch_size, num_train_epochs=1, learning_rate=lr,
             lr_scheduler_type=tcfg.scheduler, warmup_steps=int(tcfg.warmup_ratio * steps), weight_decay=tcfg.weight_decay,
             max_grad_norm=tcfg.max_grad_norm, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
-            bf16=lm.autocast_dtype is not None, seed=cfg.project.seed, disable_tqdm=True)
+            bf16=lm.autocast_dtype is not None, seed=seed, disable_tqdm=True)
         trainer = Trainer(model=lm.model, args=targs, train_dataset=ds,
                           data_collator=DataCollatorForSeq2Seq(lm.tokenizer, padding=True, label_pad_token_id=-100))
         start = time.perf_counter()
@@ -166,6 +167,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=256, help="training examples (one epoch)")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--seed", type=int, help="seed of adapter initialisation, data order and dropout "
+                                             "(default: the project's); the data split stays the same")
     ap.add_argument("--recipe", choices=["plain", "tunesmith"], help=argparse.SUPPRESS)
     ap.add_argument("--only", choices=["plain", "tunesmith"], help="run one recipe (for profiling)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -178,8 +181,9 @@ def main() -> None:
                                "cpu_bf16_autocast": choose_precision("auto", torch.device("cpu")) is not None}
     for recipe in ["plain", "tunesmith"] if not args.only else [args.only]:
         print(f"training with the {recipe} recipe ...", file=sys.stderr)
+        seed = [] if args.seed is None else ["--seed", str(args.seed)]
         res = subprocess.run([sys.executable, __file__, "--recipe", recipe, "--examples", str(args.examples),
-                              "--batch-size", str(args.batch_size)], capture_output=True, text=True,
+                              "--batch-size", str(args.batch_size), *seed], capture_output=True, text=True,
                              env={**os.environ, "TQDM_DISABLE": "1"})
         if res.returncode != 0:
             raise SystemExit(f"the {recipe} recipe failed:\n{res.stderr[-3000:]}")
