@@ -64,7 +64,7 @@ def _data(n: int) -> tuple[Any, list, list, list, list[str], str | None]:
     return cfg, splits.train[:n], splits.validation, splits.test, [e.target for e in splits.test], splits.system_prompt
 
 
-def _evaluate(lm: Any, cfg: Any, val: list, test_prompts: list, targets: list[str]) -> dict[str, float]:
+def _evaluate(lm: Any, val: list, test_prompts: list, targets: list[str]) -> dict[str, float]:
     """Validation loss and test accuracy, computed the same way for both recipes."""
     val_loss = evaluate_loss(lm.model, val, lm.tokenizer.pad_token_id, 16, lm.device, lm.autocast)
     answers = generate_batched(lm, test_prompts, max_new_tokens=16, batch_size=32, label="test")
@@ -109,7 +109,7 @@ def run_recipe(recipe: str, args: argparse.Namespace) -> dict[str, Any]:
            "tokens": sum(len(e.input_ids) for e in train_enc), "seconds": round(seconds, 2),
            "final_train_loss": _last_quarter(losses), "precision": "bf16" if lm.autocast_dtype else "fp32"}
     out["tokens_per_second"] = round(out["tokens"] / seconds, 1)
-    out.update(_evaluate(lm, cfg, val_enc, test_prompts, targets))
+    out.update(_evaluate(lm, val_enc, test_prompts, targets))
     out["peak_rss_mib"] = round(peak_rss_mb(), 1)
     return out
 
