@@ -160,11 +160,10 @@ def _measured_memory(model: _Model, memory: dict[str, float], calibration: dict[
 
     The calibration steps ran the real loop in this process, so their peak resident memory is
     a measurement of what the model predicts for a batch of their shape. The difference is
-    added to the run's estimate: it is what the model does not see on this machine (bf16
-    autocast keeps extra copies where the CPU runs it, allocators and math libraries differ).
+    added to the run's estimate: it is what the model does not see on this machine (another
+    CPU's math libraries and allocator, or bf16 autocast where the CPU runs it natively).
     """
-    shape = calibration["batch"]
-    cal_batch = Batch(shape["rows"], shape["width"], shape["tokens"], shape["labels"])
+    cal_batch = Batch(**calibration["batch"])
     predicted = sum(_memory(model, [cal_batch], method, None, baseline_gib).values())
     measured = calibration["peak_rss_mib"] / 1024
     delta = measured - predicted
@@ -297,9 +296,7 @@ def plan_training(cfg: Config, base_dir: Path, *, gpu: str | None = None, measur
     training_seconds = sum(train_s)
     if calibration is not None:
         # The run's first step pays for first-touch memory as the calibration's warm-up step did.
-        shape = calibration["batch"]
-        first_extra = max(0.0, calibration["warmup_seconds"]
-                          - per_batch(Batch(shape["rows"], shape["width"], shape["tokens"], shape["labels"])))
+        first_extra = max(0.0, calibration["warmup_seconds"] - per_batch(Batch(**calibration["batch"])))
         training_seconds += first_extra
         basis.append(f"time: the first step's extra cost, measured on the warm-up step ({first_extra:.1f} s), is added once")
     run_tokens = sum(b.tokens for b in run_batches)
