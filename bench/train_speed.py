@@ -17,11 +17,13 @@ tunesmith's model FLOPs utilisation against this machine's bf16 and fp32 matmul 
 the same run.
 
 Usage: python bench/train_speed.py [--examples 256] [--batch-size 8] [--seed N] [--json]
+       python bench/train_speed.py --only tunesmith --without packing --skip-eval   (what packing buys)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -45,8 +47,10 @@ from tunesmith.models.adapters import BuildContext, apply_adapter, get_method
 from tunesmith.models.load import load_base_model, load_tokenizer
 from tunesmith.models.precision import choose_precision
 from tunesmith.models.resolve import resolve_base
+from tunesmith.models.speed import PARTS, speed_up
 from tunesmith.project import init_project
 from tunesmith.train.cost import build_on_meta, head_cost, step_cost
+from tunesmith.train import loop
 from tunesmith.train.loop import train_adapter
 from tunesmith.train.loss import evaluate_loss
 from tunesmith.ui import peak_rss_mb
@@ -97,23 +101,29 @@ def run_recipe(recipe: str, args: argparse.Namespace) -> dict[str, Any]:
     seed = cfg.project.seed if args.seed is None else args.seed
     torch.manual_seed(seed)
     if recipe == "tunesmith":
+        if args.without:  # measure what the left-out parts of the fast path buy
+            loop.speed_up = functools.partial(speed_up, skip=args.without.split(","))
         lm.model = apply_adapter(lm.model, cfg.adapter, BuildContext(total_steps=steps, model_path=path))
         start = time.perf_counter()
         result = train_adapter(lm, train_enc, [], tcfg, seed=seed, method=method)
         seconds = time.perf_counter() - start
         losses = [r["train_loss"] for r in result.history if "train_loss" in r]
+        fast_path = result.fast_path
         if result.steps != steps or result.tokens != sum(len(e.input_ids) for e in train_enc):
             raise SystemExit(f"tunesmith trained {result.steps} steps and {result.tokens} tokens, not one whole epoch")
     else:
         losses, seconds = _plain_trainer(lm, seed, train_enc, tcfg, lr, steps)
+        fast_path = {}
     out = {"recipe": recipe, "examples": len(train_enc), "steps": steps,
            "tokens": sum(len(e.input_ids) for e in train_enc), "seconds": round(seconds, 2),
            "final_train_loss": _last_quarter(losses), "precision": "bf16" if lm.autocast_dtype else "fp32"}
     out["tokens_per_second"] = round(out["tokens"] / seconds, 1)
     # Training's peak, before evaluation's batches can raise it; the process's peak with evaluation apart.
     out["peak_rss_mib"] = round(peak_rss_mb(), 1)
-    out.update(_evaluate(lm, val_enc, test_prompts, targets))
-    out["peak_rss_with_eval_mib"] = round(peak_rss_mb(), 1)
+    out["fast_path"] = fast_path
+    if not args.skip_eval:
+        out.update(_evaluate(lm, val_enc, test_prompts, targets))
+        out["peak_rss_with_eval_mib"] = round(peak_rss_mb(), 1)
     return out
 
 
@@ -174,6 +184,9 @@ def main() -> None:
                                              "(default: the project's); the data split stays the same")
     ap.add_argument("--recipe", choices=["plain", "tunesmith"], help=argparse.SUPPRESS)
     ap.add_argument("--only", choices=["plain", "tunesmith"], help="run one recipe (for profiling)")
+    ap.add_argument("--without", default="", help="tunesmith without these parts of its fast path, comma-separated "
+                                                  f"({', '.join(PARTS)}): what each buys")
+    ap.add_argument("--skip-eval", action="store_true", help="no validation loss or test accuracy (speed and memory only)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args()
     if args.recipe:
@@ -185,8 +198,9 @@ def main() -> None:
     for recipe in ["plain", "tunesmith"] if not args.only else [args.only]:
         print(f"training with the {recipe} recipe ...", file=sys.stderr)
         seed = [] if args.seed is None else ["--seed", str(args.seed)]
+        extra = [*seed, *(["--without", args.without] if args.without else []), *(["--skip-eval"] if args.skip_eval else [])]
         res = subprocess.run([sys.executable, __file__, "--recipe", recipe, "--examples", str(args.examples),
-                              "--batch-size", str(args.batch_size), *seed], capture_output=True, text=True,
+                              "--batch-size", str(args.batch_size), *extra], capture_output=True, text=True,
                              env={**os.environ, "TQDM_DISABLE": "1"})
         if res.returncode != 0:
             raise SystemExit(f"the {recipe} recipe failed:\n{res.stderr[-3000:]}")
@@ -208,8 +222,11 @@ def main() -> None:
     for recipe in ("plain", "tunesmith"):
         if recipe in results:
             r = results[recipe]
+            val, acc = (f"{r['val_loss']:>10.4f}{r['test_accuracy']:>10.3f}" if "val_loss" in r else f"{'-':>10}{'-':>10}")
             print(f"{recipe:<11}{r['tokens_per_second']:>10.1f}{r['seconds']:>10.1f}{r['final_train_loss']:>12.4f}"
-                  f"{r['val_loss']:>10.4f}{r['test_accuracy']:>10.3f}{r['peak_rss_mib'] / 1024:>8.2f} GiB")
+                  f"{val}{r['peak_rss_mib'] / 1024:>8.2f} GiB")
+    if "tunesmith" in results:
+        print(f"tunesmith's fast path: {results['tunesmith']['fast_path']}")
     if "speed_ratio" in results:
         print(f"speed (tunesmith / plain Trainer + PEFT): {results['speed_ratio']}x;  "
               f"memory (tunesmith / plain): {results['memory_ratio']}")

@@ -105,7 +105,8 @@ def tiny_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
     (tmp_path / "tunesmith.yaml").write_text(
         "objective: {task: classification, target: 0.0}\n"
         "data: {dedup: {near: false}}\n"  # the fixture's copies are near-duplicates by design
-        f"model: {{base: '{tiny_model_dir}', max_seq_len: 96}}\n"
+        # fp32: the same numbers on every CPU (auto would use bf16 where the CPU has it)
+        f"model: {{base: '{tiny_model_dir}', max_seq_len: 96, precision: fp32}}\n"
         "adapter: {r: 4, alpha: 8}\n"
         "train: {epochs: 1, max_steps: 3, batch_size: 8, lr: 0.01, eval_every: 2, logging_steps: 1}\n"
         "eval: {max_new_tokens: 4, batch_size: 8}\n"

@@ -26,7 +26,7 @@ from tunesmith.hardware import GPUS, GpuSpec, current_rss_mib, gpu_spec, meminfo
 from tunesmith.models.adapters import BuildContext, apply_adapter, check_adapter, get_method
 from tunesmith.models.load import load_base_model, load_tokenizer
 from tunesmith.models.precision import choose_precision
-from tunesmith.train.batching import length_grouped_batches, sequential_batches
+from tunesmith.train.batching import random_batches, sequential_batches
 from tunesmith.train.calibrate import calibrate, matmul_gflops, representative
 from tunesmith.train.cost import ParamCounts, StepCost, build_on_meta, count_parameters, head_cost, step_cost
 from tunesmith.train.loop import plan_steps
@@ -68,14 +68,18 @@ class Batch:
 
 
 def _run_batches(encoded: Sequence[Encoded], cfg: Config, total_steps: int) -> tuple[list[Batch], list[Batch]]:
-    """(the first epoch's micro-batches, the whole run's), grouped and ordered as ``train_adapter`` does it."""
+    """(the first epoch's micro-batches, the whole run's), ordered as ``train_adapter`` does it.
+
+    Each batch is costed as padded to its longest example: exact where training pads, an upper
+    bound by the padding where it packs (the CPU fast path), which the calibration steps correct.
+    """
     lengths = [len(e.input_ids) for e in encoded]
     per_step = cfg.train.grad_accum
     first: list[Batch] = []
     run: list[Batch] = []
     steps, epoch = 0, 0
     while steps < total_steps:
-        groups = length_grouped_batches(lengths, cfg.train.batch_size, seed=cfg.project.seed * 1000 + epoch)
+        groups = random_batches(len(lengths), cfg.train.batch_size, seed=cfg.project.seed * 1000 + epoch)
         batches = [Batch(len(idx), max(lengths[i] for i in idx), sum(lengths[i] for i in idx),
                          sum(encoded[i].n_completion for i in idx)) for idx in groups]
         first = first or batches
@@ -260,7 +264,7 @@ def plan_training(cfg: Config, base_dir: Path, *, gpu: str | None = None, measur
     eval_batches = _eval_batches(val, cfg.train.batch_size)
     validations = _validations(total_steps, steps_per_epoch, cfg.train.eval_every) if val else 0
     basis = [f"data: {len(train)} training examples encoded as training encodes them, in batches of "
-             f"{cfg.train.batch_size} grouped by length as training groups them",
+             f"{cfg.train.batch_size} in the random order training takes",
              f"activations: what autograd keeps, traced for this model and method on the meta device (fused "
              f"attention), for the largest batch ({largest.rows} x {largest.width} tokens)"]
     if model.cost.checkpointing:

@@ -50,7 +50,7 @@ def test_method_trains_and_reloads_identically(name, tiny_model_dir, tiny_tokeni
     options, lr, steps = ROWS[name]
     cfg = AdapterConfig(method=name, r=4, alpha=8, dropout=0.0, options=options)
     check_adapter(cfg)
-    lm = load_base_model(tiny_model_dir)
+    lm = load_base_model(tiny_model_dir, "fp32")  # the same numbers on every CPU
     n_total = sum(p.numel() for p in lm.model.parameters())
     torch.manual_seed(0)
     lm.model = apply_adapter(lm.model, cfg, BuildContext(total_steps=steps, model_path=tiny_model_dir))
@@ -66,7 +66,7 @@ def test_method_trains_and_reloads_identically(name, tiny_model_dir, tiny_tokeni
     assert after < before - 0.05, f"{name}: loss {before:.3f} -> {after:.3f}"
 
     save_adapter(lm.model, cfg, tmp_path / "adapter")
-    reloaded = load_adapter(load_base_model(tiny_model_dir).model, tmp_path / "adapter")
+    reloaded = load_adapter(load_base_model(tiny_model_dir, "fp32").model, tmp_path / "adapter")
     batch = collate(train[:6], pad)
     trained_logits = _logits(lm.model, batch)
     torch.testing.assert_close(_logits(reloaded, batch), trained_logits, rtol=1e-4, atol=1e-5)

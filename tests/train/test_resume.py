@@ -117,5 +117,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_effective_batch(tiny_
     assert "Launching 2 training processes" in ddp.stderr
     one = _run(tiny_project, *_sets([*common, "train.batch_size=8"]))
     assert two["train"]["steps"] == one["train"]["steps"] == 4
-    _assert_same(_adapter(two["run_dir"]), _adapter(one["run_dir"]), atol=1e-5)
+    # Packed rows of 4 against rows of 8 sum in another order; Adam's normalisation magnifies that
+    # rounding in near-zero gradients, so allow 1% of one step (lr 0.01).
+    _assert_same(_adapter(two["run_dir"]), _adapter(one["run_dir"]), atol=1e-4)
     assert _train_losses(two["run_dir"]) == pytest.approx(_train_losses(one["run_dir"]), abs=1e-5)

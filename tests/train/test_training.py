@@ -6,13 +6,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from tests.conftest import LABELS, TEXTS
+from tests.conftest import LABELS, TEXTS, build_tiny_model
 from tunesmith.config import AdapterConfig, TrainConfig
 from tunesmith.data.encode import IGNORE_INDEX, encode_example
 from tunesmith.data.examples import Example
 from tunesmith.models.adapters import apply_adapter, load_adapter
+from tunesmith.models.fast_attention import use_fast_attention
 from tunesmith.models.load import load_base_model
-from tunesmith.train.batching import collate, length_grouped_batches
+from tunesmith.train.batching import collate, collate_packed, random_batches
 from tunesmith.train.loop import train_adapter
 from tunesmith.train.loss import completion_loss, evaluate_loss
 
@@ -35,17 +36,58 @@ def test_collate_pads_right_without_labels(tiny_tokenizer):
         assert (batch["labels"][i, n:] == IGNORE_INDEX).all()
 
 
-def test_length_grouped_batches_cover_every_example_once():
-    lengths = [5, 50, 7, 48, 6, 49, 8, 51]
-    batches = length_grouped_batches(lengths, 2, seed=0)
-    assert sorted(i for b in batches for i in b) == list(range(8))
-    assert all(abs(lengths[b[0]] - lengths[b[-1]]) <= 3 for b in batches)
+def test_random_batches_cover_every_example_once_in_a_seeded_order():
+    batches = random_batches(10, 4, seed=3)
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert sorted(i for b in batches for i in b) == list(range(10))
+    assert batches == random_batches(10, 4, seed=3) and batches != random_batches(10, 4, seed=4)
+
+
+def test_collate_packed_concatenates_and_restarts_positions(tiny_tokenizer):
+    enc = encode_all(tiny_tokenizer, examples(1)[:3])
+    batch = collate_packed(enc)
+    n = [len(e.input_ids) for e in enc]
+    assert batch["input_ids"].shape == (1, sum(n)) and batch["lengths"].tolist() == n
+    assert batch["input_ids"][0].tolist() == [t for e in enc for t in e.input_ids]
+    assert batch["position_ids"][0].tolist() == [p for k in n for p in range(k)]
+    starts = [0, n[0], n[0] + n[1]]
+    # The first token of each example carries no label; every other label is the example's own.
+    assert all(batch["labels"][0, s] == IGNORE_INDEX for s in starts)
+    assert batch["labels"][0, n[0] + 1:].tolist()[: n[1] - 1] == enc[1].labels[1:]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_packed_row_gives_the_padded_batchs_loss_and_gradients(tiny_tokenizer, weighted):
+    """Packing on the fast attention path against right padding on transformers' own SDPA attention."""
+    enc = encode_all(tiny_tokenizer, examples(1)[:5])
+    if weighted:
+        enc = [replace(e, weight=w) for e, w in zip(enc, (0.5, 1.0, 2.0, 1.0, 3.0))]
+    assert len({len(e.input_ids) for e in enc}) > 1  # the padded batch has padding
+    results = []
+    for fast in (False, True):
+        model = apply_adapter(build_tiny_model(tiny_tokenizer), AdapterConfig(method="lora", dropout=0.0))
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(len(name)))
+        if fast:
+            assert use_fast_attention(model.get_base_model())
+        batch = collate_packed(enc) if fast else collate(enc, tiny_tokenizer.pad_token_id)
+        loss, n = completion_loss(model, batch)
+        loss.backward()
+        results.append((loss.detach(), n, {k: p.grad for k, p in model.named_parameters() if p.requires_grad}))
+    (loss0, n0, g0), (loss1, n1, g1) = results
+    assert n0 == n1
+    torch.testing.assert_close(loss1, loss0, rtol=1e-5, atol=1e-5)
+    for name in g0:  # fp32 sums in another order: agreement to rounding
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-3, atol=1e-5)
 
 
 def test_completion_loss_matches_transformers_loss(tiny_model_dir, tiny_tokenizer):
-    """Applying the head only at labelled positions gives the same loss as the full forward."""
-    lm = load_base_model(tiny_model_dir)
+    """Applying the head only at labelled positions, and no padding mask, gives the same loss as the full forward."""
+    lm = load_base_model(tiny_model_dir, "fp32")
     batch = collate(encode_all(tiny_tokenizer, examples(1)[:4]), tiny_tokenizer.pad_token_id)
+    # Padded rows: the loss runs without a padding mask, which right padding makes exact.
+    assert (batch["attention_mask"] == 0).any()
     loss_sum, n = completion_loss(lm.model, batch)
     reference = lm.model(**batch).loss  # transformers shifts and averages over labelled tokens
     assert n == int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
@@ -54,7 +96,7 @@ def test_completion_loss_matches_transformers_loss(tiny_model_dir, tiny_tokenize
 
 def test_training_lowers_loss_and_reloads_identically(tiny_model_dir, tiny_tokenizer, tmp_path):
     torch.manual_seed(0)
-    lm = load_base_model(tiny_model_dir)
+    lm = load_base_model(tiny_model_dir, "fp32")  # the same numbers on every CPU
     lm.model = apply_adapter(lm.model, AdapterConfig(r=4, alpha=8, dropout=0.0))
     train, val = encode_all(tiny_tokenizer, examples(2)), encode_all(tiny_tokenizer, examples(1))
     pad = tiny_tokenizer.pad_token_id
@@ -70,7 +112,7 @@ def test_training_lowers_loss_and_reloads_identically(tiny_model_dir, tiny_token
     assert result.steps == 25 and result.tokens_per_second > 0 and result.peak_rss_mb > 0
 
     lm.model.save_pretrained(tmp_path / "adapter")
-    fresh = load_adapter(load_base_model(tiny_model_dir).model, tmp_path / "adapter")
+    fresh = load_adapter(load_base_model(tiny_model_dir, "fp32").model, tmp_path / "adapter")
     batch = collate(val[:4], pad)
     with torch.no_grad():
         torch.testing.assert_close(fresh(**batch).logits, lm.model(**batch).logits)
@@ -78,7 +120,7 @@ def test_training_lowers_loss_and_reloads_identically(tiny_model_dir, tiny_token
 
 def test_early_stopping_keeps_the_best_checkpoint(tiny_model_dir, tiny_tokenizer):
     torch.manual_seed(0)
-    lm = load_base_model(tiny_model_dir)
+    lm = load_base_model(tiny_model_dir, "fp32")
     lm.model = apply_adapter(lm.model, AdapterConfig(r=4, alpha=8, dropout=0.0))
     train, val = encode_all(tiny_tokenizer, examples(2)), encode_all(tiny_tokenizer, examples(1))
     # An absurd learning rate makes validation loss worse after the first evaluation.
@@ -97,7 +139,7 @@ def test_grad_accumulation_matches_a_big_batch(tiny_model_dir, tiny_tokenizer):
     results = []
     for bs, accum in ((8, 1), (4, 2)):
         torch.manual_seed(0)
-        lm = load_base_model(tiny_model_dir)
+        lm = load_base_model(tiny_model_dir, "fp32")
         lm.model = apply_adapter(lm.model, AdapterConfig(r=4, alpha=8, dropout=0.0))
         cfg = TrainConfig(max_steps=1, batch_size=bs, grad_accum=accum, lr=0.01, warmup_ratio=0.0, scheduler="constant")
         train_adapter(lm, data, [], cfg, seed=0)
@@ -108,7 +150,7 @@ def test_grad_accumulation_matches_a_big_batch(tiny_model_dir, tiny_tokenizer):
 
 
 def test_loss_weights_scale_each_examples_tokens(tiny_model_dir, tiny_tokenizer):
-    lm = load_base_model(tiny_model_dir)
+    lm = load_base_model(tiny_model_dir, "fp32")
     enc = encode_all(tiny_tokenizer, examples(1)[:2])
     pad = tiny_tokenizer.pad_token_id
     parts = [completion_loss(lm.model, collate([e], pad))[0] for e in enc]

@@ -357,6 +357,11 @@ def apply_adapter(model: Any, cfg: AdapterConfig, ctx: BuildContext | None = Non
     return model
 
 
+def prompt_learning(model: Any) -> bool:
+    """Whether the model is a PEFT prompt-learning model (prefix or prompt tuning: virtual tokens)."""
+    return isinstance(model, PeftModel) and model.active_peft_config.is_prompt_learning
+
+
 def trainable_state(model: Any) -> dict[str, torch.Tensor]:
     """The trainable tensors by name (shared tensors once), detached copies on the CPU."""
     return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters() if p.requires_grad}

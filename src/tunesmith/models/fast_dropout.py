@@ -19,16 +19,30 @@ from torch import nn
 _LEVELS = 1 << 16
 
 
+def _uniform16(shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """Uniform signed 16-bit integers of ``shape``, four from each 64-bit draw of the default generator."""
+    n = shape.numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)  # all 64 bits
+    return bits.view(torch.int16)[:n].view(shape)
+
+
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
     """A boolean mask of ``shape`` whose entries are True with probability ``1 - p`` (to 1/65536).
 
     Draws from PyTorch's default generator for ``device``, so ``torch.manual_seed`` and saved RNG
     states make it reproducible.
     """
-    n = shape.numel()
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)  # all 64 bits
-    uniform16 = bits.view(torch.int16)[:n].view(shape)
-    return uniform16 >= round(p * _LEVELS) - _LEVELS // 2
+    return _uniform16(shape, device) >= round(p * _LEVELS) - _LEVELS // 2
+
+
+def keep_bytes(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """:func:`keep_mask` from the same draws, as ``uint8`` ones and zeros.
+
+    On the CPU, multiplying by a mask converted from bytes is several times faster than
+    ``masked_fill`` or multiplying by booleans (measured on a 726 x 576 bf16 input: 30 + 40 us
+    against 290 us), and the bytes take the same memory as booleans.
+    """
+    return keep_mask(shape, p, device).view(torch.uint8)
 
 
 class _Dropout(torch.autograd.Function):

@@ -30,31 +30,37 @@ def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return batch
 
 
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, group: int = 64) -> list[list[int]]:
-    """Shuffle, then sort by length within groups of ``group`` batches, then shuffle the batches.
+def collate_packed(items: Sequence[Encoded]) -> dict[str, torch.Tensor]:
+    """Concatenate a batch into one row with no padding; each example keeps its own positions.
 
-    Examples of similar length share a batch, so little compute is spent on padding,
-    while the order stays random from epoch to epoch.
-
-    Args:
-        lengths: Token count of each example.
-        batch_size: Examples per batch.
-        seed: Seed for this epoch's order.
-        group: How many batches' worth of examples are sorted together.
-
-    Returns:
-        Lists of example indices, one per batch.
+    ``position_ids`` restart at 0 for every example and ``lengths`` says where each one ends, so
+    attention can be kept inside each example (:func:`tunesmith.models.fast_attention.packed`).
+    The first token of every example gets no label: in the row it would be predicted from the
+    previous example's last token, which an unpacked batch never does. A ``weights`` tensor (one
+    per token) is added only when some example's weight is not 1.
     """
-    rng = random.Random(seed)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    span = batch_size * group
-    batches: list[list[int]] = []
-    for start in range(0, len(order), span):
-        chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
-        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
+    ids = torch.tensor([t for e in items for t in e.input_ids], dtype=torch.long)
+    labels = torch.tensor([t for e in items for t in e.labels], dtype=torch.long)
+    positions = torch.cat([torch.arange(len(e.input_ids)) for e in items])
+    lengths = torch.tensor([len(e.input_ids) for e in items], dtype=torch.long)
+    labels[lengths.cumsum(0) - lengths] = IGNORE_INDEX
+    batch = {"input_ids": ids[None], "labels": labels[None], "position_ids": positions[None], "lengths": lengths}
+    if any(e.weight != 1.0 for e in items):
+        batch["weights"] = torch.tensor([e.weight for e in items], dtype=torch.float32).repeat_interleave(lengths)[None]
+    return batch
+
+
+def random_batches(count: int, batch_size: int, seed: int) -> list[list[int]]:
+    """The examples in a random order, cut into batches of ``batch_size`` (the last may be short).
+
+    The order is a seeded shuffle, like the reference trainer's random sampler. Sorting examples
+    by length into batches would save padding but was measured to cost quality: similar lengths
+    often mean similar answers, and batches that are less mixed trained worse (banking77, three
+    seeds: validation loss 0.240 grouped against 0.177 random; see the README).
+    """
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    return [order[j : j + batch_size] for j in range(0, count, batch_size)]
 
 
 def sequential_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -8,8 +8,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
+from torch import nn
 
 from tunesmith.data.encode import IGNORE_INDEX, Encoded
+from tunesmith.models.adapters import prompt_learning
+from tunesmith.models.fast_attention import packed
+from tunesmith.models.speed import frozen_cast
 from tunesmith.train.batching import collate, sequential_batches
 
 
@@ -18,8 +22,14 @@ def _split_model(model: Any) -> tuple[Any, Any]:
     return getattr(base, base.base_model_prefix), base.get_output_embeddings()
 
 
-def _prompt_learning(model: Any) -> bool:
-    return isinstance(model, PeftModel) and model.active_peft_config.is_prompt_learning
+def _apply_head(head: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """The output head on the selected positions, its frozen weight cast once rather than at every step."""
+    device = hidden.device.type
+    if type(head) is not nn.Linear or head.weight.requires_grad or not torch.is_autocast_enabled(device):
+        return head(hidden)
+    dtype = torch.get_autocast_dtype(device)
+    bias = None if head.bias is None else head.bias.to(dtype)
+    return F.linear(hidden.to(dtype), frozen_cast(head.weight, dtype), bias)
 
 
 def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
@@ -31,29 +41,45 @@ def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
 
     Args:
         model: A causal LM, optionally wrapped by PEFT (adapters live inside the backbone).
-        batch: ``input_ids``, ``attention_mask`` and ``labels`` tensors, and optionally ``weights``
-            (one per example) that multiply each example's token losses.
+        batch: A right-padded batch (``input_ids``, ``attention_mask``, ``labels``, as
+            :func:`~tunesmith.train.batching.collate` makes) or a packed row (``input_ids``,
+            ``labels``, ``position_ids``, ``lengths``, from
+            :func:`~tunesmith.train.batching.collate_packed`); optionally ``weights`` (per example or
+            per token) that multiply the token losses.
 
     Returns:
         (sum of (weighted) token losses, number of labelled tokens).
+
+    Raises:
+        ValueError: A packed row for a prompt-learning model.
     """
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
-    if _prompt_learning(model):
+    if prompt_learning(model):
+        if "lengths" in batch:
+            raise ValueError("prefix and prompt tuning add virtual tokens to each row and cannot train on packed rows")
         # Prefix and prompt tuning act inside PEFT's own forward (virtual tokens, past keys), so the
         # full model runs and the virtual positions are dropped from the front of the logits.
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logits = out[:, out.shape[1] - batch["input_ids"].shape[1]:][:, :-1][keep].float()
     else:
         backbone, head = _split_model(model)
-        hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        logits = head(hidden[:, :-1][keep]).float()
+        if "lengths" in batch:
+            with packed(batch["lengths"]):
+                hidden = backbone(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                                  use_cache=False).last_hidden_state
+        else:
+            # Right padding: the causal mask alone already keeps every labelled position from
+            # seeing padding, and without a padding mask attention can take its causal fast path.
+            hidden = backbone(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
+        logits = _apply_head(head, hidden[:, :-1][keep]).float()
     n = int(keep.sum())
     if "weights" not in batch:
         return F.cross_entropy(logits, targets[keep], reduction="sum"), n
     per_token = F.cross_entropy(logits, targets[keep], reduction="none")
-    weights = batch["weights"].to(per_token.dtype)[:, None].expand_as(targets)[keep]
-    return (per_token * weights).sum(), n
+    weights = batch["weights"].to(per_token.dtype)
+    weights = weights[:, 1:] if weights.dim() == 2 else weights[:, None].expand_as(targets)  # per token or per row
+    return (per_token * weights[keep]).sum(), n
 
 
 @torch.no_grad()

@@ -1,0 +1,112 @@
+"""The fast training path: what tunesmith changes on a loaded model before it trains, and why.
+
+Each part keeps the arithmetic of the plain recipe (transformers + PEFT under bf16 autocast) and
+removes work or memory around it; ``bench/train_speed.py`` measures the whole, and the README
+lists what each part bought.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Collection
+from typing import Any
+
+import torch
+from torch import nn
+
+from tunesmith.models.adapters import prompt_learning
+from tunesmith.models.fast_attention import use_fast_attention
+from tunesmith.models.fused_lora import fusable, fused_adapter, use_fused_lora
+from tunesmith.models.load import LoadedModel
+
+
+def store_frozen_weights(model: nn.Module, dtype: torch.dtype) -> int:
+    """Keep the frozen base weights of fused LoRA layers in ``dtype``; returns how many layers changed.
+
+    Autocast casts every frozen fp32 weight to bf16 at every forward pass and keeps that copy for
+    the backward pass: for the embedded model, 270 MB made and kept each step. Storing the weight
+    in bf16 once gives the very same products (autocast's cast and this one round alike) with
+    half the weight memory and no per-step copies. Only the base layers of fused LoRA layers are
+    changed, because their forward accepts any input dtype: outside autocast they compute in the
+    input's dtype from the bf16-rounded weights instead of failing. Weights shared with an
+    embedding (a tied output head) stay as they are, so the residual stream keeps its precision.
+    """
+    tied = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    count = 0
+    for module in model.modules():
+        if not fusable(module) or fused_adapter(module) is None:
+            continue
+        base = module.base_layer
+        if base.weight.requires_grad or id(base.weight) in tied or (base.bias is not None and base.bias.requires_grad):
+            continue
+        if base.weight.dtype != dtype:
+            base.weight.data = base.weight.data.to(dtype)
+            if base.bias is not None:
+                base.bias.data = base.bias.data.to(dtype)
+            count += 1
+    if count:
+        # The loader maps the checkpoint file and the casts above read all of it: its pages stay
+        # resident (the fp32 weights again, 540 MB for the embedded model) for as long as any tensor
+        # still points into the mapping. Private copies of the frozen rest let it be unmapped.
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if not tensor.requires_grad and tensor.dtype != dtype:
+                tensor.data = tensor.data.clone()
+    return count
+
+
+# id(weight) -> (a weak reference to it, its version when cast, the cast); entries go with the weight.
+_casts: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}
+
+
+def frozen_cast(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``weight`` in ``dtype``, cast once and reused while the weight is unchanged.
+
+    For a frozen weight that must stay in full precision elsewhere, such as an output head tied to
+    the input embedding, which autocast would otherwise cast anew at every step.
+    """
+    if weight.dtype == dtype or weight.requires_grad:
+        return weight.to(dtype)
+    entry = _casts.get(id(weight))
+    if entry is not None and entry[0]() is weight and entry[1] == weight._version and entry[2].dtype == dtype:
+        return entry[2]
+    key = id(weight)
+    cast = weight.detach().to(dtype)
+    _casts[key] = (weakref.ref(weight, lambda _: _casts.pop(key, None)), weight._version, cast)
+    return cast
+
+
+PARTS = ("fused_lora", "fast_attention", "packing", "bf16_weights")
+
+
+def speed_up(lm: LoadedModel, skip: Collection[str] = ()) -> dict[str, Any]:
+    """Put ``lm.model`` on the fast training path; returns what was applied, for the run's log.
+
+    - ``fused_lora``: fused LoRA layers (:mod:`tunesmith.models.fused_lora`);
+    - ``fast_attention``: causal attention for short sequences on the CPU
+      (:mod:`tunesmith.models.fast_attention`);
+    - ``packing``: training batches packed into one row without padding (needs the fast attention,
+      which keeps the examples apart; not for prompt learning, whose virtual tokens go in every row);
+    - ``bf16_weights``: with bf16 autocast, the frozen weights of fused LoRA layers stored in bf16
+      (:func:`store_frozen_weights`).
+
+    Methods the parts do not cover (DoRA, prompt learning, QLoRA's 4-bit layers) keep their own code.
+
+    Args:
+        lm: The loaded model, with its training method applied.
+        skip: Parts to leave out (the benchmark measures what each one buys this way).
+
+    Raises:
+        ValueError: ``skip`` names an unknown part.
+    """
+    unknown = set(skip) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown parts of the fast path: {sorted(unknown)}; known: {', '.join(PARTS)}")
+    base = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
+    fused = use_fused_lora(lm.model) if "fused_lora" not in skip else 0
+    attention = use_fast_attention(base) if "fast_attention" not in skip else False
+    applied: dict[str, Any] = {"fused_lora_layers": fused, "fast_attention": attention,
+                               "packing": attention and "packing" not in skip and not prompt_learning(lm.model),
+                               "frozen_weights_in_bf16": 0}
+    if lm.autocast_dtype is not None and fused and "bf16_weights" not in skip:
+        applied["frozen_weights_in_bf16"] = store_frozen_weights(lm.model, lm.autocast_dtype)
+    return applied

@@ -1,0 +1,63 @@
+"""The causal attention fast path equals transformers' SDPA attention, and hands every other case to it."""
+
+import pytest
+import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from tests.conftest import build_tiny_model
+from tunesmith.models.fast_attention import MAX_LENGTH, NAME, causal_attention, use_fast_attention
+
+
+class _Attn(torch.nn.Module):
+    is_causal = True
+
+    def __init__(self, groups):
+        super().__init__()
+        self.num_key_value_groups = groups
+
+
+def _qkv(batch=2, heads=6, kv_heads=2, length=13, dim=8, seed=0):
+    torch.manual_seed(seed)
+    q = torch.randn(batch, heads, length, dim, requires_grad=True)
+    k = torch.randn(batch, kv_heads, length, dim, requires_grad=True)
+    v = torch.randn(batch, kv_heads, length, dim, requires_grad=True)
+    return q, k, v
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(6, 2), (4, 4), (3, 1)])
+def test_output_and_gradients_equal_sdpa(heads, kv_heads):
+    module = _Attn(heads // kv_heads)
+    results = []
+    for fn in (sdpa_attention_forward, causal_attention):
+        q, k, v = _qkv(heads=heads, kv_heads=kv_heads)
+        out, weights = fn(module, q, k, v, None, scaling=0.3)
+        assert weights is None and out.shape == (2, 13, heads, 8)
+        out.pow(2).sum().backward()
+        results.append((out.detach(), q.grad, k.grad, v.grad))
+    for fast, reference in zip(results[1], results[0]):
+        torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_masks_long_sequences_and_cached_decoding_go_to_sdpa():
+    module = _Attn(3)
+    q, k, v = _qkv()
+    mask = torch.ones(2, 1, 13, 13, dtype=torch.bool).tril()
+    mask[0, :, :, :3] = False  # left padding: only SDPA's masked path handles it
+    torch.testing.assert_close(causal_attention(module, q, k, v, mask)[0], sdpa_attention_forward(module, q, k, v, mask)[0])
+    q1 = q[:, :, -1:]  # one new token against a cache of 13
+    torch.testing.assert_close(causal_attention(module, q1, k, v, None)[0], sdpa_attention_forward(module, q1, k, v, None)[0])
+    q, k, v = _qkv(length=MAX_LENGTH + 1)
+    torch.testing.assert_close(causal_attention(module, q, k, v, None)[0], sdpa_attention_forward(module, q, k, v, None)[0])
+
+
+def test_model_switches_and_keeps_its_outputs(tiny_tokenizer):
+    model = build_tiny_model(tiny_tokenizer)
+    ids = torch.randint(0, len(tiny_tokenizer), (3, 20))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        assert use_fast_attention(model) and model.config._attn_implementation == NAME
+        after = model(input_ids=ids).logits
+        generated = model.generate(ids[:, :5], max_new_tokens=4, do_sample=False)  # cached decoding still works
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    assert generated.shape == (3, 9)
+    assert not use_fast_attention(model)  # already switched
