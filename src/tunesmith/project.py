@@ -13,7 +13,7 @@ from tunesmith.errors import UserError
 
 #: Settings each task's example starts from, chosen so the example runs in minutes on two CPU cores.
 PRESETS: dict[str, dict[str, Any]] = {
-    "classification": {"target": 0.8, "max_seq_len": 160, "epochs": 1, "max_steps": 20, "batch_size": 16,
+    "classification": {"target": 0.8, "max_seq_len": 160, "epochs": 1, "max_steps": "null", "batch_size": 16,
                        "lr": 0.002, "eval_every": 10, "logging_steps": 1, "max_new_tokens": 12},
     "qa": {"target": "null", "max_seq_len": 256, "epochs": 3, "max_steps": "null", "batch_size": 8, "lr": 0.001,
            "eval_every": "null", "logging_steps": 5, "max_new_tokens": 24},
