@@ -60,4 +60,7 @@ def test_model_switches_and_keeps_its_outputs(tiny_tokenizer):
         generated = model.generate(ids[:, :5], max_new_tokens=4, do_sample=False)  # cached decoding still works
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
     assert generated.shape == (3, 9)
-    assert not use_fast_attention(model)  # already switched
+    assert use_fast_attention(model) and model.config._attn_implementation == NAME  # a second call: no change
+    eager = build_tiny_model(tiny_tokenizer)
+    eager.set_attn_implementation("eager")
+    assert not use_fast_attention(eager)  # only SDPA models are switched

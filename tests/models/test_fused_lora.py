@@ -81,7 +81,8 @@ def test_eval_mode_drops_nothing(tiny_tokenizer):
 @pytest.mark.parametrize("method", ["dora", "rslora"])
 def test_other_lora_kinds_give_peft_results(tiny_tokenizer, method):
     # DoRA is a PEFT variant (its own forward is kept); rsLoRA only changes the scaling, which the fused layer reads.
-    ref, fused, _ = _pair(build_tiny_model(tiny_tokenizer), method=method)
+    ref, fused, served = _pair(build_tiny_model(tiny_tokenizer), method=method)
+    assert served == (0 if method == "dora" else 14)
     ids = torch.randint(0, len(tiny_tokenizer), (2, 11))
     (y0, g0), (y1, g1) = _run(ref, ids), _run(fused, ids)
     torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-5)

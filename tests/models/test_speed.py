@@ -44,6 +44,9 @@ def test_speed_up_reports_what_it_applied(tiny_tokenizer):
     lm = LoadedModel(model, tiny_tokenizer, None, torch.device("cpu"), torch.bfloat16)
     assert speed_up(lm) == {"fused_lora_layers": 14, "fast_attention": True, "packing": True,
                             "frozen_weights_in_bf16": 14}
+    # A second training call on the same model (a sweep, a resumed loop) keeps the path on.
+    assert speed_up(lm) == {"fused_lora_layers": 14, "fast_attention": True, "packing": True,
+                            "frozen_weights_in_bf16": 0}
     fp32 = LoadedModel(apply_adapter(build_tiny_model(tiny_tokenizer), AdapterConfig(method="lora")), tiny_tokenizer,
                        None, torch.device("cpu"), None)
     assert speed_up(fp32)["frozen_weights_in_bf16"] == 0

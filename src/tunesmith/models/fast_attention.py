@@ -150,12 +150,16 @@ AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
 def use_fast_attention(model: Any) -> bool:
-    """Switch a CPU model that uses SDPA to :func:`causal_attention`; returns whether it switched.
+    """Switch a CPU model that uses SDPA to :func:`causal_attention`; returns whether the model now uses it.
+
+    Calling it again on a switched model changes nothing and returns True.
 
     Raises:
         ValueError: transformers refuses the switch for this architecture.
     """
     config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) == NAME:
+        return True
     if config is None or getattr(config, "_attn_implementation", None) != "sdpa":
         return False
     if next(model.parameters()).device.type != "cpu":

@@ -141,7 +141,7 @@ def fusable(module: nn.Module) -> bool:
 
 
 def use_fused_lora(model: nn.Module) -> int:
-    """Route every fusable LoRA layer of ``model`` through the fused function; returns how many.
+    """Route every fusable LoRA layer of ``model`` through the fused function; returns how many it serves now.
 
     Each layer still falls back to PEFT's forward whenever the fused path does not apply
     (merged, disabled, several adapters, a variant such as DoRA), so this is safe to call on any
@@ -149,7 +149,8 @@ def use_fused_lora(model: nn.Module) -> int:
     """
     count = 0
     for module in model.modules():
-        if fusable(module) and "forward" not in vars(module):
-            module.forward = types.MethodType(_fused_forward, module)
-            count += 1
+        if fusable(module):
+            if "forward" not in vars(module):
+                module.forward = types.MethodType(_fused_forward, module)
+            count += fused_adapter(module) is not None  # a DoRA layer is routed but served by PEFT
     return count
