@@ -9,7 +9,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from tests.conftest import build_tiny_model
 from tunesmith.config import AdapterConfig
 from tunesmith.models.adapters import apply_adapter
-from tunesmith.models.fused_lora import _SharedCast, use_fused_lora
+from tunesmith.models.fused_lora import use_fused_lora
+from tunesmith.models.precision import cast_once
 
 
 def _pair(model, method="lora", dropout=0.0):
@@ -102,13 +103,12 @@ def test_merged_and_disabled_adapters_fall_back(tiny_tokenizer):
 
 
 def test_a_shared_input_is_cast_once_until_it_changes():
-    cast = _SharedCast()
     x = torch.randn(4, 8)
-    first = cast(x, torch.bfloat16)
-    assert cast(x, torch.bfloat16) is first  # q, k and v read the same input: one copy
+    first = cast_once(x, torch.bfloat16)
+    assert cast_once(x, torch.bfloat16) is first  # q, k and v read the same input: one copy
     x.add_(1.0)  # an in-place change makes the cached copy stale
-    again = cast(x, torch.bfloat16)
+    again = cast_once(x, torch.bfloat16)
     assert again is not first and torch.equal(again, x.to(torch.bfloat16))
-    assert cast(torch.randn(4, 8), torch.bfloat16) is not again
+    assert cast_once(torch.randn(4, 8), torch.bfloat16) is not again
     same_dtype = torch.randn(3, 3, dtype=torch.bfloat16)
-    assert cast(same_dtype, torch.bfloat16).data_ptr() == same_dtype.data_ptr()
+    assert cast_once(same_dtype, torch.bfloat16).data_ptr() == same_dtype.data_ptr()

@@ -22,7 +22,6 @@ quantised bases, merged or disabled adapters and several active adapters keep PE
 from __future__ import annotations
 
 import types
-import weakref
 from typing import Any
 
 import torch
@@ -30,29 +29,7 @@ from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
 from tunesmith.models.fast_dropout import keep_bytes
-
-
-class _SharedCast:
-    """The last input cast to the compute dtype, reused while the same tensor comes in unchanged."""
-
-    def __init__(self) -> None:
-        self.source: weakref.ref[torch.Tensor] | None = None
-        self.version = -1
-        self.cast: torch.Tensor | None = None
-
-    def __call__(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        if x.dtype == dtype:
-            return x.detach()
-        if (self.source is not None and self.source() is x and x._version == self.version
-                and self.cast is not None and self.cast.dtype == dtype):
-            return self.cast
-        with torch.no_grad():
-            self.cast = x.detach().to(dtype)
-        self.source, self.version = weakref.ref(x), x._version
-        return self.cast
-
-
-_shared_cast = _SharedCast()
+from tunesmith.models.precision import cast_once
 
 
 class _LoraLinearFn(torch.autograd.Function):
@@ -130,7 +107,7 @@ def _fused_forward(self: LoraLinear, x: torch.Tensor, *args: Any, **kwargs: Any)
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
     base = self.base_layer
     with torch.autocast(device, enabled=False):
-        return _LoraLinearFn.apply(x, _shared_cast(x, dtype), base.weight, base.bias, self.lora_A[name].weight,
+        return _LoraLinearFn.apply(x, cast_once(x, dtype), base.weight, base.bias, self.lora_A[name].weight,
                                    self.lora_B[name].weight, self.scaling[name], p)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import weakref
 from pathlib import Path
 
 import torch
@@ -43,3 +44,27 @@ def choose_precision(setting: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if cpu_has_fast_bf16() else None
+
+
+# id(source) -> (a weak reference to it, its version when cast, the cast); an entry goes with its source.
+_casts: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}
+
+
+def cast_once(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor`` detached and in ``dtype``, cast once and reused while the same tensor is unchanged.
+
+    Serves inputs that several layers read (q, k and v share one, so one bf16 copy is made and
+    kept for backward) and frozen weights that must stay in full precision elsewhere (an output
+    head tied to the embedding), which autocast would cast anew at every use. An in-place change
+    of the source (its version counter) makes a new cast.
+    """
+    if tensor.dtype == dtype:
+        return tensor.detach()
+    key = id(tensor)
+    entry = _casts.get(key)
+    if entry is not None and entry[0]() is tensor and entry[1] == tensor._version and entry[2].dtype == dtype:
+        return entry[2]
+    with torch.no_grad():
+        cast = tensor.detach().to(dtype)
+    _casts[key] = (weakref.ref(tensor, lambda _: _casts.pop(key, None)), tensor._version, cast)
+    return cast

@@ -7,7 +7,6 @@ lists what each part bought.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Collection
 from typing import Any
 
@@ -18,6 +17,7 @@ from tunesmith.models.adapters import prompt_learning
 from tunesmith.models.fast_attention import use_fast_attention
 from tunesmith.models.fused_lora import fusable, fused_adapter, use_fused_lora
 from tunesmith.models.load import LoadedModel
+from tunesmith.models.precision import cast_once
 
 
 def store_frozen_weights(model: nn.Module, dtype: torch.dtype) -> int:
@@ -54,25 +54,13 @@ def store_frozen_weights(model: nn.Module, dtype: torch.dtype) -> int:
     return count
 
 
-# id(weight) -> (a weak reference to it, its version when cast, the cast); entries go with the weight.
-_casts: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}
-
-
 def frozen_cast(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``weight`` in ``dtype``, cast once and reused while the weight is unchanged.
+    """``weight`` in ``dtype``: a trainable one cast as autograd sees it, a frozen one cast once (:func:`cast_once`).
 
     For a frozen weight that must stay in full precision elsewhere, such as an output head tied to
     the input embedding, which autocast would otherwise cast anew at every step.
     """
-    if weight.dtype == dtype or weight.requires_grad:
-        return weight.to(dtype)
-    entry = _casts.get(id(weight))
-    if entry is not None and entry[0]() is weight and entry[1] == weight._version and entry[2].dtype == dtype:
-        return entry[2]
-    key = id(weight)
-    cast = weight.detach().to(dtype)
-    _casts[key] = (weakref.ref(weight, lambda _: _casts.pop(key, None)), weight._version, cast)
-    return cast
+    return weight.to(dtype) if weight.requires_grad else cast_once(weight, dtype)
 
 
 PARTS = ("fused_lora", "fast_attention", "packing", "bf16_weights")
