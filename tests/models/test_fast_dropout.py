@@ -1,29 +1,61 @@
 """The adapters' cheaper dropout: the same distribution, gradient and reproducibility as F.dropout."""
 
+import pytest
 import torch
 from torch import nn
 
 from tests.conftest import build_tiny_model
 from tunesmith.config import AdapterConfig
 from tunesmith.models.adapters import apply_adapter
-from tunesmith.models.fast_dropout import FastDropout, keep_mask, use_fast_dropout
+from tunesmith.models.fast_dropout import FastDropout, _words, apply_keep, keep_mask, use_fast_dropout
+from tunesmith.models.native import library
+
+# SplitMix64 with seed 0 (Vigna's reference generator): its first three outputs.
+SPLITMIX64_SEED0 = [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+
+
+def test_mask_bits_are_splitmix64():
+    words = [w & (2**64 - 1) for w in _words(3, 0, torch.device("cpu")).tolist()]
+    assert words == SPLITMIX64_SEED0
 
 
 def test_mask_keeps_each_element_with_probability_one_minus_p():
-    torch.manual_seed(0)
-    for p in (0.05, 0.1, 0.5):
-        keep = keep_mask(torch.Size([4000, 64]), p, torch.device("cpu")).float()
+    for seed, p in ((0, 0.05), (1, 0.1), (2, 0.5)):
+        keep = keep_mask(torch.Size([4000, 64]), p, seed).float()
         assert abs(keep.mean().item() - (1 - p)) < 0.004
         # Each of the four 16-bit lanes of a 64-bit draw is uniform (the sign bits included).
         lanes = keep.flatten().view(-1, 4).mean(0)
         assert torch.all((lanes - (1 - p)).abs() < 0.008), lanes
 
 
-def test_masks_are_independent_between_elements():
-    torch.manual_seed(1)
-    keep = keep_mask(torch.Size([200_000]), 0.5, torch.device("cpu")).float()
+def test_masks_are_independent_between_elements_and_seeds():
+    keep = keep_mask(torch.Size([200_000]), 0.5, 7).float()
     neighbours = (keep[:-1] * keep[1:]).mean().item()
     assert abs(neighbours - 0.25) < 0.005
+    other = keep_mask(torch.Size([200_000]), 0.5, 8).float()
+    assert abs((keep * other).mean().item() - 0.25) < 0.005
+
+
+def test_the_kernel_is_built_on_this_machine():
+    # The project's machines have a C compiler: without the kernel training silently slows down.
+    assert library() is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("n", [1, 3, 255, 256, 257, 1000, 4099])
+def test_kernel_equals_the_reference_mask(dtype, n):
+    x = torch.randn(n, dtype=torch.float32).to(dtype) + 3  # no zeros of its own
+    for seed, p in ((0, 0.05), (2**64 - 1, 0.3), (123456789, 0.5)):
+        expected = x * keep_mask(x.shape, p, seed).to(dtype)
+        assert torch.equal(apply_keep(x, p, seed), expected)
+        inplace = x.clone()
+        apply_keep(inplace, p, seed, out=inplace)
+        assert torch.equal(inplace, expected)
+
+
+def test_non_contiguous_input_uses_the_same_mask_as_its_contiguous_copy():
+    x = torch.randn(64, 40, dtype=torch.bfloat16).t()
+    assert torch.equal(apply_keep(x, 0.2, 5), apply_keep(x.contiguous(), 0.2, 5))
 
 
 def test_forward_scales_kept_values_and_backward_uses_the_same_mask():

@@ -34,6 +34,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import AttentionInterface
 
+from tunesmith.models.native import library
+
 NAME = "tunesmith_causal"
 MAX_LENGTH = 256
 _UNSUPPORTED = ("softcap", "s_aux", "sinks", "position_bias")
@@ -55,12 +57,15 @@ class Packing:
         gather: For each slot of the padded layout (examples x longest, flattened), the row position
             it reads; slots past an example's end repeat its last token (causality keeps them unseen).
         scatter: For each row position, its slot in the padded layout.
+        gather_or_zero: ``gather`` with the slots past an example's end reading row ``total`` (a row
+            of zeros appended by the caller): how gradients reach the padded layout.
     """
 
     lengths: tuple[int, ...]
     longest: int
     gather: torch.Tensor
     scatter: torch.Tensor
+    gather_or_zero: torch.Tensor
 
     @classmethod
     def of(cls, lengths: torch.Tensor) -> Packing:
@@ -70,8 +75,10 @@ class Packing:
         offsets = torch.arange(longest, device=lengths.device)
         gather = starts[:, None] + torch.minimum(offsets[None, :], lengths[:, None] - 1)
         slots = (torch.arange(len(lengths), device=lengths.device) * longest).repeat_interleave(lengths)
-        scatter = slots + torch.arange(int(lengths.sum()), device=lengths.device) - starts.repeat_interleave(lengths)
-        return cls(tuple(int(n) for n in lengths), longest, gather.flatten(), scatter)
+        total = int(lengths.sum())
+        scatter = slots + torch.arange(total, device=lengths.device) - starts.repeat_interleave(lengths)
+        or_zero = torch.where(offsets[None, :] < lengths[:, None], gather, total)
+        return cls(tuple(int(n) for n in lengths), longest, gather.flatten(), scatter, or_zero.flatten())
 
     @property
     def total(self) -> int:
@@ -98,10 +105,87 @@ def packed(lengths: torch.Tensor) -> Iterator[Packing]:
         _packing.reset(token)
 
 
-def _unpacked(x: torch.Tensor, pack: Packing) -> torch.Tensor:
-    """``[1, heads, total, dim]`` -> ``[examples, heads, longest, dim]``."""
-    heads, dim = x.shape[1], x.shape[3]
-    return x[0].index_select(1, pack.gather).view(heads, len(pack.lengths), pack.longest, dim).transpose(0, 1)
+def _rows(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[1, heads, T, D]`` -> ``[T, heads * D]`` in ``dtype`` (a view where the memory is already token-major)."""
+    return x[0].transpose(0, 1).to(dtype).reshape(x.shape[2], -1)
+
+
+def _softmax(scores: torch.Tensor, length: int, scale: float) -> torch.Tensor:
+    """Causal softmax of ``scores * scale`` over the last dimension, row ``r`` seeing ``r % length + 1`` keys."""
+    lib = library() if scores.dtype == torch.bfloat16 and scores.device.type == "cpu" else None
+    if lib is None:
+        bias = _causal_bias(scores.device)[:length, :length]
+        x = scores.float().view(-1, length, length) * scale + bias
+        return x.softmax(-1).to(scores.dtype).view_as(scores)
+    scores = scores.contiguous()
+    probs = torch.empty_like(scores)
+    lib.tunesmith_causal_softmax_bf16(scores.data_ptr(), probs.data_ptr(), scores.numel() // length, length, scale)
+    return probs
+
+
+def _softmax_backward(probs: torch.Tensor, grad: torch.Tensor, length: int, scale: float) -> torch.Tensor:
+    """Gradient of the scores from that of :func:`_softmax`'s probabilities (in fp32, rounded to their dtype)."""
+    lib = library() if probs.dtype == torch.bfloat16 and probs.device.type == "cpu" else None
+    if lib is None:
+        p, g = probs.float(), grad.float()
+        return (p * (g - (g * p).sum(-1, keepdim=True)) * scale).to(probs.dtype)
+    grad = grad.contiguous()
+    out = torch.empty_like(probs)
+    lib.tunesmith_causal_softmax_backward_bf16(probs.data_ptr(), grad.data_ptr(), out.data_ptr(),
+                                               probs.numel() // length, length, scale)
+    return out
+
+
+class _PackedCausal(torch.autograd.Function):
+    """Causal attention within each example of a packed row, in ``dtype``, with hand-written backward.
+
+    Rows are gathered into a padded layout ``[examples x kv heads, groups x longest, dim]``, attended
+    with two batched products around :func:`_softmax`, and scattered back. Backward gathers the
+    output gradient the same way (zeros at padded slots, so no padded query passes gradient on,
+    which also leaves padded keys and values without any) and returns each input's gradient by
+    reading its rows back with ``scatter``. Kept for backward: the padded bf16 q, k, v and the bf16
+    probabilities.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, pack: Packing, scale: float,
+                dtype: torch.dtype) -> torch.Tensor:
+        _, heads, total, dim = query.shape
+        kv = key.shape[1]
+        groups, examples, longest = heads // kv, len(pack.lengths), pack.longest
+        q = _rows(query, dtype).index_select(0, pack.gather).view(examples, longest, kv, groups, dim)
+        q = q.permute(0, 2, 3, 1, 4).reshape(examples * kv, groups * longest, dim)
+        k, v = (_rows(t, dtype).index_select(0, pack.gather).view(examples, longest, kv, dim)
+                .transpose(1, 2).reshape(examples * kv, longest, dim) for t in (key, value))
+        probs = _softmax(torch.bmm(q, k.transpose(1, 2)), longest, scale)
+        out = torch.bmm(probs, v).view(examples, kv, groups, longest, dim).permute(0, 3, 1, 2, 4)
+        out = out.reshape(examples * longest, heads * dim).index_select(0, pack.scatter)
+        ctx.save_for_backward(q, k, v, probs)
+        ctx.pack, ctx.scale, ctx.dtypes = pack, scale, (query.dtype, key.dtype, value.dtype)
+        return out.view(1, total, heads, dim)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        q, k, v, probs = ctx.saved_tensors
+        pack = ctx.pack
+        _, total, heads, dim = grad.shape
+        kv = k.shape[0] // len(pack.lengths)
+        groups, examples, longest = heads // kv, len(pack.lengths), pack.longest
+        g = grad.reshape(total, heads * dim).to(q.dtype)
+        g = torch.cat([g, g.new_zeros(1, heads * dim)]).index_select(0, pack.gather_or_zero)
+        g = g.view(examples, longest, kv, groups, dim).permute(0, 2, 3, 1, 4).reshape(examples * kv, groups * longest, dim)
+        grad_v = torch.bmm(probs.transpose(1, 2), g)
+        grad_scores = _softmax_backward(probs, torch.bmm(g, v.transpose(1, 2)), longest, ctx.scale)
+        grad_q = torch.bmm(grad_scores, k).view(examples, kv, groups, longest, dim).permute(0, 3, 1, 2, 4)
+        grad_k = torch.bmm(grad_scores.transpose(1, 2), q)
+
+        def rows(t: torch.Tensor, n_heads: int, dtype: torch.dtype) -> torch.Tensor:
+            t = t.reshape(examples * longest, n_heads * dim).index_select(0, pack.scatter)
+            return t.view(total, n_heads, dim).transpose(0, 1)[None].to(dtype)
+
+        kv_rows = lambda t: t.view(examples, kv, longest, dim).transpose(1, 2)  # noqa: E731
+        return (rows(grad_q, heads, ctx.dtypes[0]), rows(kv_rows(grad_k), kv, ctx.dtypes[1]),
+                rows(kv_rows(grad_v), kv, ctx.dtypes[2]), None, None, None)
 
 
 def causal_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -125,24 +209,15 @@ def causal_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
             attention_mask = pack.block_mask()
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    if pack is not None:
-        out, _ = _causal(_unpacked(query, pack), _unpacked(key, pack), _unpacked(value, pack), scaling)
-        return out.reshape(-1, heads, dim).index_select(0, pack.scatter)[None], None
-    return _causal(query, key, value, scaling)
-
-
-def _causal(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-            scaling: float | None) -> tuple[torch.Tensor, None]:
-    batch, heads, length, dim = query.shape
-    kv_heads = key.shape[1]
-    groups = heads // kv_heads
-    scores = torch.matmul(query.reshape(batch, kv_heads, groups * length, dim), key.transpose(-1, -2))
     scale = scaling if scaling is not None else dim**-0.5
-    scores = scores.float().view(batch, kv_heads, groups, length, length) * scale
-    scores = scores + _causal_bias(query.device)[:length, :length]
-    probs = scores.softmax(-1).to(value.dtype).view(batch, kv_heads, groups * length, length)
-    out = torch.matmul(probs, value).view(batch, heads, length, dim)
-    return out.transpose(1, 2), None
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+    if pack is not None:
+        return _PackedCausal.apply(query, key, value, pack, scale, dtype), None
+    # A batch of equal-length rows is a packed row of examples of that length.
+    pack = Packing.of(torch.full((batch,), length, dtype=torch.long, device=query.device))
+    as_row = lambda t: t.transpose(0, 1).reshape(1, t.shape[1], batch * length, dim)  # noqa: E731
+    out = _PackedCausal.apply(as_row(query), as_row(key), as_row(value), pack, scale, dtype)
+    return out.view(batch, length, heads, dim), None
 
 
 AttentionInterface.register(NAME, causal_attention)
