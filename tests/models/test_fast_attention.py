@@ -5,7 +5,9 @@ import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from tests.conftest import build_tiny_model
-from tunesmith.models.fast_attention import MAX_LENGTH, NAME, causal_attention, use_fast_attention
+from tunesmith.models.fast_attention import (MAX_LENGTH, NAME, Packing, _softmax, _softmax_backward, causal_attention,
+                                            packed, use_fast_attention)
+from tunesmith.models.native import library
 
 
 class _Attn(torch.nn.Module):
@@ -64,3 +66,39 @@ def test_model_switches_and_keeps_its_outputs(tiny_tokenizer):
     eager = build_tiny_model(tiny_tokenizer)
     eager.set_attn_implementation("eager")
     assert not use_fast_attention(eager)  # only SDPA models are switched
+
+
+@pytest.mark.parametrize("packed_row", [False, True])
+def test_bf16_autocast_is_within_bf16_rounding_of_sdpa(packed_row):
+    module = _Attn(3)
+    lengths = torch.tensor([13, 5, 9])
+    results = []
+    for fn in (sdpa_attention_forward, causal_attention):
+        q, k, v = _qkv(batch=1, heads=6, kv_heads=2, length=27, dim=16)
+        mask = Packing.of(lengths).block_mask() if fn is sdpa_attention_forward and packed_row else None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if fn is causal_attention and packed_row:
+                with packed(lengths):
+                    out, _ = fn(module, q, k, v, None, scaling=0.25)
+            else:
+                out, _ = fn(module, q, k, v, mask, scaling=0.25)
+        out.float().pow(2).sum().backward()
+        results.append((out.float(), q.grad, k.grad, v.grad))
+    for fast, reference in zip(results[1], results[0]):
+        assert fast.dtype == reference.dtype
+        assert ((fast - reference).norm() / reference.norm()) < 0.02
+
+
+@pytest.mark.parametrize("length", [1, 7, 100])
+def test_softmax_kernel_equals_its_pytorch_reference(length):
+    torch.manual_seed(length)
+    scores = (torch.randn(4, 3 * length, length) * 4).to(torch.bfloat16)
+    assert library() is not None  # the project's machines build it
+    probs = _softmax(scores, length, 0.125)
+    bias = torch.full((length, length), float("-inf")).triu(1)
+    reference = (scores.float().view(-1, length, length) * 0.125 + bias).softmax(-1).to(torch.bfloat16)
+    assert torch.equal(probs, reference.view_as(scores))
+    grad = torch.randn_like(scores)
+    p, g = reference.view_as(scores).float(), grad.float()
+    expected = (p * (g - (g * p).sum(-1, keepdim=True)) * 0.125).to(torch.bfloat16)
+    torch.testing.assert_close(_softmax_backward(probs, grad, length, 0.125), expected, rtol=8e-3, atol=1e-6)

@@ -21,7 +21,7 @@ from tunesmith.data.encode import Encoded
 from tunesmith.errors import UserError
 from tunesmith.models.adapters import Method, get_method, trainable_state
 from tunesmith.models.load import LoadedModel
-from tunesmith.models.speed import speed_up
+from tunesmith.models.speed import speed_up, trim_heap
 from tunesmith.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from tunesmith.train.batching import collate, collate_packed, random_batches
 from tunesmith.train.loss import completion_loss, evaluate_loss
@@ -272,6 +272,8 @@ def train_adapter(
                 if method.on_step is not None:
                     method.on_step(model, st.step)
                 optimizer.zero_grad(set_to_none=True)
+                if fast_path["trim_heap"]:
+                    trim_heap()
                 st.window_loss += step_loss
                 st.window_tokens += n_labels
                 if st.step % cfg.logging_steps == 0 or st.step == total_steps:
