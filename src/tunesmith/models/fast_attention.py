@@ -10,7 +10,19 @@ Training batches are packed: the examples of a batch are concatenated into one r
 padding (:func:`tunesmith.train.batching.collate_packed`), so every linear layer works on real
 tokens only, and inside :func:`packed` attention gathers each example into a right-padded
 layout of its own, attends within it and scatters back: no example sees another, and padding
-costs only in the attention products.
+costs only in the attention products. Padded batches are attended the same way, as a packed row
+of equal-length examples.
+
+The attention is one autograd function (:class:`_PackedCausal`): q, k and v are cast to the
+compute dtype once while being gathered, the causal softmax is one pass of a C kernel
+(:mod:`tunesmith.models.native`: scale, mask, softmax in fp32, bf16 out) and so is its backward,
+and the backward pass reads gradients back with the same row indices instead of autograd's
+zero-filled scatter. What it keeps is the padded bf16 q, k, v and the bf16 probabilities (autograd
+kept the fp32 softmax output besides). On the embedded model at 726 packed tokens a layer's
+attention took 9.1 ms forward and backward through autograd's gathers and takes 4.5 ms this way. The
+softmax backward reads the bf16 probabilities that the forward product used, where SDPA's
+backward recomputes them in fp32: results agree with SDPA within bf16 rounding
+(``tests/models/test_fast_attention.py``), and in fp32 to 1e-5.
 
 The fast path runs only where it is exact and pays: causal self-attention with no padding mask
 (training batches are right-padded, so a causal mask alone is exact at every labelled position;
