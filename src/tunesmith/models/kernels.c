@@ -31,35 +31,25 @@ static inline void lanes(int16_t *v, uint64_t seed, int64_t first_word) {
     memcpy(v, h, sizeof h);
 }
 
-/* out[i] = x[i] where element i is kept, else 0, for 2-byte elements (bf16, fp16); out may be x. */
-void tunesmith_keep16(const uint16_t *x, uint16_t *out, int64_t n, uint64_t seed, int32_t t) {
-    int16_t v[4 * WORDS];
-    for (int64_t base = 0; base < n; base += 4 * WORDS) {
-        lanes(v, seed, base / 4);
-        const uint16_t *xs = x + base;
-        uint16_t *os = out + base;
-        if (n - base >= 4 * WORDS) {
-            for (int i = 0; i < 4 * WORDS; i++) os[i] = v[i] >= t ? xs[i] : 0;
-        } else {
-            for (int64_t i = 0; i < n - base; i++) os[i] = v[i] >= t ? xs[i] : 0;
-        }
+/* out[i] = x[i] where element i is kept, else 0; out may be x. One function per element size:
+ * tunesmith_keep16 (bf16, fp16) and tunesmith_keep32 (fp32). */
+#define KEEP(NAME, T)                                                                  \
+    void NAME(const T *x, T *out, int64_t n, uint64_t seed, int32_t t) {               \
+        int16_t v[4 * WORDS];                                                          \
+        for (int64_t base = 0; base < n; base += 4 * WORDS) {                          \
+            lanes(v, seed, base / 4);                                                  \
+            const T *xs = x + base;                                                    \
+            T *os = out + base;                                                        \
+            if (n - base >= 4 * WORDS) { /* a whole block: a fixed count vectorises */ \
+                for (int i = 0; i < 4 * WORDS; i++) os[i] = v[i] >= t ? xs[i] : 0;     \
+            } else {                                                                   \
+                for (int64_t i = 0; i < n - base; i++) os[i] = v[i] >= t ? xs[i] : 0;  \
+            }                                                                          \
+        }                                                                              \
     }
-}
 
-/* The same for 4-byte elements (fp32). */
-void tunesmith_keep32(const uint32_t *x, uint32_t *out, int64_t n, uint64_t seed, int32_t t) {
-    int16_t v[4 * WORDS];
-    for (int64_t base = 0; base < n; base += 4 * WORDS) {
-        lanes(v, seed, base / 4);
-        const uint32_t *xs = x + base;
-        uint32_t *os = out + base;
-        if (n - base >= 4 * WORDS) {
-            for (int i = 0; i < 4 * WORDS; i++) os[i] = v[i] >= t ? xs[i] : 0;
-        } else {
-            for (int64_t i = 0; i < n - base; i++) os[i] = v[i] >= t ? xs[i] : 0;
-        }
-    }
-}
+KEEP(tunesmith_keep16, uint16_t)
+KEEP(tunesmith_keep32, uint32_t)
 
 /* Causal attention's softmax, for the fast attention path's bf16 scores.
  *
