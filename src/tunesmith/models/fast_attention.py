@@ -104,6 +104,12 @@ class Packing:
         return (causal & (ids[:, None] == ids[None, :]))[None, None]
 
 
+@functools.lru_cache(maxsize=64)
+def _equal_rows(batch: int, length: int, device: torch.device) -> Packing:
+    """The packing of ``batch`` examples of ``length`` tokens each, made once rather than in every layer."""
+    return Packing.of(torch.full((batch,), length, dtype=torch.long, device=device))
+
+
 _packing: ContextVar[Packing | None] = ContextVar("tunesmith_packing", default=None)
 
 
@@ -226,7 +232,7 @@ def causal_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     if pack is not None:
         return _PackedCausal.apply(query, key, value, pack, scale, dtype), None
     # A batch of equal-length rows is a packed row of examples of that length.
-    pack = Packing.of(torch.full((batch,), length, dtype=torch.long, device=query.device))
+    pack = _equal_rows(batch, length, query.device)
     as_row = lambda t: t.transpose(0, 1).reshape(1, t.shape[1], batch * length, dim)  # noqa: E731
     out = _PackedCausal.apply(as_row(query), as_row(key), as_row(value), pack, scale, dtype)
     return out.view(batch, length, heads, dim), None
