@@ -216,15 +216,22 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
+    print_report(results)
+
+
+def print_report(results: dict[str, Any]) -> None:
+    """The results as a table for people (``--json`` prints them for scripts)."""
+    peaks = results["peak_gflops"]
     print(f"matmul peak on this machine: bf16 {peaks['bf16']} GFLOP/s, fp32 {peaks['fp32']} GFLOP/s; "
           f"bf16 autocast {'on' if results['cpu_bf16_autocast'] else 'off (no native bf16 on this CPU)'}")
     print(f"{'recipe':<11}{'tokens/s':>10}{'seconds':>10}{'train loss':>12}{'val loss':>10}{'test acc':>10}{'peak RSS':>11}")
     for recipe in ("plain", "tunesmith"):
         if recipe in results:
             r = results[recipe]
-            val, acc = (f"{r['val_loss']:>10.4f}{r['test_accuracy']:>10.3f}" if "val_loss" in r else f"{'-':>10}{'-':>10}")
+            quality = (f"{r['val_loss']:>10.4f}{r['test_accuracy']:>10.3f}" if "val_loss" in r
+                       else f"{'-':>10}{'-':>10}")
             print(f"{recipe:<11}{r['tokens_per_second']:>10.1f}{r['seconds']:>10.1f}{r['final_train_loss']:>12.4f}"
-                  f"{val}{r['peak_rss_mib'] / 1024:>8.2f} GiB")
+                  f"{quality}{r['peak_rss_mib'] / 1024:>8.2f} GiB")
     if "tunesmith" in results:
         print(f"tunesmith's fast path: {results['tunesmith']['fast_path']}")
     if "speed_ratio" in results:
