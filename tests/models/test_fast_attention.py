@@ -102,3 +102,9 @@ def test_softmax_kernel_equals_its_pytorch_reference(length):
     p, g = reference.view_as(scores).float(), grad.float()
     expected = (p * (g - (g * p).sum(-1, keepdim=True)) * 0.125).to(torch.bfloat16)
     torch.testing.assert_close(_softmax_backward(probs, grad, length, 0.125), expected, rtol=8e-3, atol=1e-6)
+
+
+def test_packing_rounds_the_layout_up():
+    pack = Packing.of(torch.tensor([5, 17, 3]))
+    assert pack.longest == 32 and pack.lengths == (5, 17, 3) and pack.total == 25
+    assert pack.gather.numel() == 3 * 32 and pack.scatter.tolist()[:6] == [0, 1, 2, 3, 4, 32]

@@ -10,7 +10,7 @@ from tests.conftest import build_tiny_model
 from tunesmith.config import AdapterConfig
 from tunesmith.models.adapters import apply_adapter
 from tunesmith.models.load import LoadedModel
-from tunesmith.models.speed import frozen_cast, speed_up, store_frozen_weights, trim_heap
+from tunesmith.models.speed import PACKED_MULTIPLE, PADDED_MULTIPLE, frozen_cast, speed_up, store_frozen_weights
 
 
 def test_frozen_linear_weights_in_bf16_give_the_same_autocast_outputs(tiny_tokenizer):
@@ -42,7 +42,8 @@ def test_frozen_cast_is_made_once_and_renewed_after_a_change():
 def test_speed_up_reports_what_it_applied(tiny_tokenizer):
     model = apply_adapter(build_tiny_model(tiny_tokenizer), AdapterConfig(method="lora"))
     lm = LoadedModel(model, tiny_tokenizer, None, torch.device("cpu"), torch.bfloat16)
-    rest = {"swiglu_mlps": 2, "trim_heap": True, "native_kernels": True}  # glibc and a C compiler here
+    rest = {"swiglu_mlps": 2, "rms_norms": 5, "rotary_attention": 2, "shape_multiple": PACKED_MULTIPLE,
+            "native_kernels": True}  # a C compiler here
     assert speed_up(lm) == {"fused_lora_layers": 14, "fast_attention": True, "packing": True,
                             "frozen_weights_in_bf16": 14, **rest}
     # A second training call on the same model (a sweep, a resumed loop) keeps the path on.
@@ -53,14 +54,12 @@ def test_speed_up_reports_what_it_applied(tiny_tokenizer):
     assert speed_up(fp32)["frozen_weights_in_bf16"] == 0
     prefix = LoadedModel(apply_adapter(build_tiny_model(tiny_tokenizer), AdapterConfig(method="prefix")),
                          tiny_tokenizer, None, torch.device("cpu"), None)
-    assert speed_up(prefix, skip={"bf16_weights"})["packing"] is False  # virtual tokens in every row
+    on_prefix = speed_up(prefix, skip={"bf16_weights"})
+    assert on_prefix["packing"] is False and on_prefix["shape_multiple"] == PADDED_MULTIPLE  # virtual tokens in every row
     with pytest.raises(ValueError, match="unknown parts"):
         speed_up(lm, skip={"turbo"})
     plain = LoadedModel(apply_adapter(build_tiny_model(tiny_tokenizer), AdapterConfig(method="lora")), tiny_tokenizer,
                         None, torch.device("cpu"), None)
-    skipped = speed_up(plain, skip={"swiglu", "trim_heap"})
-    assert skipped["swiglu_mlps"] == 0 and skipped["trim_heap"] is False
-
-
-def test_trim_heap_returns_freed_memory():
-    assert trim_heap()
+    skipped = speed_up(plain, skip={"swiglu", "rms_norm", "rotary", "shape_buckets"})
+    assert (skipped["swiglu_mlps"], skipped["rms_norms"], skipped["rotary_attention"], skipped["shape_multiple"]) \
+        == (0, 0, 0, 1)

@@ -56,8 +56,21 @@ def test_collate_packed_concatenates_and_restarts_positions(tiny_tokenizer):
     assert batch["labels"][0, n[0] + 1:].tolist()[: n[1] - 1] == enc[1].labels[1:]
 
 
-@pytest.mark.parametrize("weighted", [False, True])
-def test_packed_row_gives_the_padded_batchs_loss_and_gradients(tiny_tokenizer, weighted):
+def test_collate_rounds_rows_up_with_a_segment_of_its_own(tiny_tokenizer):
+    enc = [replace(e, weight=2.0) for e in encode_all(tiny_tokenizer, examples(1)[:3])]
+    n = [len(e.input_ids) for e in enc]
+    batch = collate_packed(enc, tiny_tokenizer.pad_token_id, multiple=32)
+    width = -(-sum(n) // 32) * 32
+    extra = width - sum(n)
+    assert extra > 0 and batch["input_ids"].shape == (1, width) and batch["lengths"].tolist() == [*n, extra]
+    assert batch["input_ids"][0, sum(n):].tolist() == [tiny_tokenizer.pad_token_id] * extra
+    assert batch["position_ids"][0, sum(n):].tolist() == list(range(extra))
+    assert (batch["labels"][0, sum(n):] == IGNORE_INDEX).all() and (batch["weights"][0, sum(n):] == 0).all()
+    assert collate(enc, tiny_tokenizer.pad_token_id, multiple=8)["input_ids"].shape == (3, -(-max(n) // 8) * 8)
+
+
+@pytest.mark.parametrize(("weighted", "multiple"), [(False, 1), (True, 1), (True, 32)])
+def test_packed_row_gives_the_padded_batchs_loss_and_gradients(tiny_tokenizer, weighted, multiple):
     """Packing on the fast attention path against right padding on transformers' own SDPA attention."""
     enc = encode_all(tiny_tokenizer, examples(1)[:5])
     if weighted:
@@ -71,7 +84,8 @@ def test_packed_row_gives_the_padded_batchs_loss_and_gradients(tiny_tokenizer, w
                 torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(len(name)))
         if fast:
             assert use_fast_attention(model.get_base_model())
-        batch = collate_packed(enc) if fast else collate(enc, tiny_tokenizer.pad_token_id)
+        pad = tiny_tokenizer.pad_token_id
+        batch = collate_packed(enc, pad, multiple) if fast else collate(enc, pad, multiple)
         loss, n = completion_loss(model, batch)
         loss.backward()
         results.append((loss.detach(), n, {k: p.grad for k, p in model.named_parameters() if p.requires_grad}))

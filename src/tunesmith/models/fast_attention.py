@@ -50,6 +50,10 @@ from tunesmith.models.native import library
 
 NAME = "tunesmith_causal"
 MAX_LENGTH = 256
+#: The padded layout's width is rounded up to a multiple of this, so that the attention products
+#: see a few shapes rather than one per longest example (see ``collate_packed`` on why new shapes
+#: cost memory); the extra slots are causally unseen like the rest of the padding.
+LAYOUT_MULTIPLE = 16
 _UNSUPPORTED = ("softcap", "s_aux", "sinks", "position_bias")
 
 
@@ -65,7 +69,8 @@ class Packing:
 
     Attributes:
         lengths: Tokens of each example, in row order.
-        longest: The longest example: the width of the padded layout.
+        longest: The width of the padded layout: the longest example rounded up to
+            :data:`LAYOUT_MULTIPLE`.
         gather: For each slot of the padded layout (examples x longest, flattened), the row position
             it reads; slots past an example's end repeat its last token (causality keeps them unseen).
         scatter: For each row position, its slot in the padded layout.
@@ -82,7 +87,7 @@ class Packing:
     @classmethod
     def of(cls, lengths: torch.Tensor) -> Packing:
         """The packing of examples with these token counts (a 1-D integer tensor)."""
-        longest = int(lengths.max())
+        longest = -(-int(lengths.max()) // LAYOUT_MULTIPLE) * LAYOUT_MULTIPLE  # MAX_LENGTH is a multiple
         starts = lengths.cumsum(0) - lengths
         offsets = torch.arange(longest, device=lengths.device)
         gather = starts[:, None] + torch.minimum(offsets[None, :], lengths[:, None] - 1)

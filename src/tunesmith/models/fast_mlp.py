@@ -6,6 +6,9 @@ product's). ``silu(gate)`` is cheap to compute again, so here only ``gate`` and 
 and the backward pass recomputes it: the same operators on the same values, so the same bits,
 with a third less of the MLP's activation memory (65 MB per step for the embedded model at 726
 tokens).
+
+On the CPU in bf16 both passes are one loop of a C kernel each (:mod:`tunesmith.models.native`)
+instead of two and four PyTorch operators, with the same roundings (the tests pin it to them).
 """
 
 from __future__ import annotations
@@ -19,19 +22,42 @@ from torch import nn
 from transformers.activations import SiLUActivation
 from transformers.models.llama.modeling_llama import LlamaMLP
 
+from tunesmith.models.native import library
+
+
+def _kernels(*tensors: torch.Tensor) -> Any:
+    """The C kernels where they serve these tensors (bf16 on the CPU), else None."""
+    if all(t.dtype == torch.bfloat16 and t.device.type == "cpu" for t in tensors):
+        return library()
+    return None
+
 
 class _SwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        lib = _kernels(gate, up)
+        if lib is not None:
+            gate, up = gate.contiguous(), up.contiguous()
         ctx.save_for_backward(gate, up)
-        return F.silu(gate) * up
+        if lib is None:
+            return F.silu(gate) * up
+        out = torch.empty_like(gate)
+        lib.tunesmith_swiglu_bf16(gate.data_ptr(), up.data_ptr(), out.data_ptr(), gate.numel())
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gate, up = ctx.saved_tensors
-        # What autograd computes for F.silu(gate) * up: the product's gradients, then silu's.
-        grad_up = grad * F.silu(gate)
-        grad_gate = torch.ops.aten.silu_backward(grad * up, gate)
+        lib = _kernels(gate, up, grad)
+        if lib is None:
+            # What autograd computes for F.silu(gate) * up: the product's gradients, then silu's.
+            grad_up = grad * F.silu(gate)
+            grad_gate = torch.ops.aten.silu_backward(grad * up, gate)
+            return grad_gate, grad_up
+        grad = grad.contiguous()
+        grad_gate, grad_up = torch.empty_like(gate), torch.empty_like(up)
+        lib.tunesmith_swiglu_backward_bf16(gate.data_ptr(), up.data_ptr(), grad.data_ptr(), grad_gate.data_ptr(),
+                                           grad_up.data_ptr(), gate.numel())
         return grad_gate, grad_up
 
 

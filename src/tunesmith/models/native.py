@@ -27,7 +27,9 @@ from tunesmith.models.embedded import cache_root
 SOURCE = Path(__file__).with_name("kernels.c")
 # -ffast-math lets the compiler use the C library's vectorised expf (glibc declares it only then); the
 # kernels take no infinities or NaNs they must keep, and sums in another order are within rounding.
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-shared", "-fPIC", "-std=c99")
+# -fopenmp: the kernels' loops share PyTorch's OpenMP threads (see kernels.c); a compiler without
+# OpenMP builds them single-threaded.
+FLAGS = ("-O3", "-march=native", "-ffast-math", "-shared", "-fPIC", "-std=c99", "-fopenmp")
 LIBS = ("-lm",)
 DISABLE_ENV = "TUNESMITH_NO_NATIVE"
 
@@ -39,6 +41,11 @@ _SIGNATURES = {
                                              ctypes.c_float]),
     "tunesmith_causal_softmax_backward_bf16": (None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                                       ctypes.c_int64, ctypes.c_float]),
+    "tunesmith_swiglu_bf16": (None, [ctypes.c_void_p] * 3 + [ctypes.c_int64]),
+    "tunesmith_swiglu_backward_bf16": (None, [ctypes.c_void_p] * 5 + [ctypes.c_int64]),
+    "tunesmith_rms_norm": (None, [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_float]),
+    "tunesmith_rms_norm_backward": (None, [ctypes.c_void_p] * 5 + [ctypes.c_int64, ctypes.c_int64]),
+    "tunesmith_rotary_bf16": (None, [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int32]),
 }
 
 
@@ -70,7 +77,10 @@ def _build(compiler: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
     os.close(fd)
     try:
-        res = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp, *LIBS], capture_output=True, text=True)
+        for flags in (FLAGS, FLAGS[:-1]):  # without -fopenmp where the compiler has no OpenMP
+            res = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp, *LIBS], capture_output=True, text=True)
+            if res.returncode == 0:
+                break
         if res.returncode != 0:
             raise OSError(f"{compiler} could not build {SOURCE.name}:\n{res.stderr.strip()[-2000:]}")
         os.replace(tmp, target)

@@ -66,5 +66,11 @@ def cast_once(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return entry[2]
     with torch.no_grad():
         cast = tensor.detach().to(dtype)
-    _casts[key] = (weakref.ref(tensor, lambda _: _casts.pop(key, None)), tensor._version, cast)
+    remember_cast(tensor, cast)
     return cast
+
+
+def remember_cast(tensor: torch.Tensor, cast: torch.Tensor) -> None:
+    """Make ``cast`` what :func:`cast_once` returns for ``tensor`` in ``cast.dtype`` (one that computed both at once)."""
+    key = id(tensor)
+    _casts[key] = (weakref.ref(tensor, lambda _: _casts.pop(key, None)), tensor._version, cast)

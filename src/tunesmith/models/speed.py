@@ -7,8 +7,6 @@ lists what each part bought.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 from collections.abc import Collection
 from typing import Any
 
@@ -18,6 +16,8 @@ from torch import nn
 from tunesmith.models.adapters import prompt_learning
 from tunesmith.models.fast_attention import use_fast_attention
 from tunesmith.models.fast_mlp import use_fast_mlp
+from tunesmith.models.fast_norm import use_fast_norm
+from tunesmith.models.fast_rotary import use_fast_rotary
 from tunesmith.models.fused_lora import fusable, fused_adapter, use_fused_lora
 from tunesmith.models.load import LoadedModel
 from tunesmith.models.native import library
@@ -67,32 +67,12 @@ def frozen_cast(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return weight.to(dtype) if weight.requires_grad else cast_once(weight, dtype)
 
 
-@functools.cache
-def _malloc_trim() -> ctypes._CFuncPtr | None:
-    try:
-        return ctypes.CDLL(None).malloc_trim  # glibc; other C libraries return memory their own way
-    except (OSError, AttributeError):
-        return None
+PARTS = ("fused_lora", "fast_attention", "packing", "bf16_weights", "swiglu", "rms_norm", "rotary", "shape_buckets")
 
-
-def trim_heap() -> bool:
-    """Give the memory freed by the last training step back to the system; returns whether it could.
-
-    Each step frees hundreds of megabytes of activations, and glibc's allocator keeps most of it
-    in its heaps, scattered among live blocks; over steps of varying lengths the process grows to
-    well above what any one step needs. Trimming after each step kept the embedded model's peak
-    about 240 MB lower (1.93 against 2.16-2.20 GiB, 16 steps back to back) and cost 1-23% of the
-    speed in those runs: the next step faults the returned pages in again. It is the part of the
-    fast path that trades time for memory.
-    """
-    trim = _malloc_trim()
-    if trim is None:
-        return False
-    trim(0)
-    return True
-
-
-PARTS = ("fused_lora", "fast_attention", "packing", "bf16_weights", "swiglu", "trim_heap")
+#: Packed rows are rounded up to a multiple of this many tokens, padded batches' widths to
+#: :data:`PADDED_MULTIPLE` (each row of a padded batch pays its padding, so the step is smaller).
+PACKED_MULTIPLE = 32
+PADDED_MULTIPLE = 8
 
 
 def speed_up(lm: LoadedModel, skip: Collection[str] = ()) -> dict[str, Any]:
@@ -107,8 +87,14 @@ def speed_up(lm: LoadedModel, skip: Collection[str] = ()) -> dict[str, Any]:
       (:func:`store_frozen_weights`);
     - ``swiglu``: gated MLPs keep two of their three activations and recompute the third
       (:mod:`tunesmith.models.fast_mlp`);
-    - ``trim_heap``: the training loop returns freed memory to the system after every step
-      (:func:`trim_heap`).
+    - ``rms_norm``: Llama-style RMSNorm layers with a frozen weight run as one C kernel each way
+      (:mod:`tunesmith.models.fast_norm`);
+    - ``rotary``: the rotary position embedding of training steps runs as one C kernel each way
+      and hands bf16 to the attention (:mod:`tunesmith.models.fast_rotary`);
+    - ``shape_buckets``: training batches are padded to a few lengths (``shape_multiple`` in the
+      result: :data:`PACKED_MULTIPLE` tokens for packed rows, :data:`PADDED_MULTIPLE` for padded
+      batches), because every new matrix shape leaves compiled code behind
+      (:func:`~tunesmith.train.batching.collate_packed`).
 
     Methods the parts do not cover (DoRA, prompt learning, QLoRA's 4-bit layers) keep their own code.
 
@@ -129,8 +115,12 @@ def speed_up(lm: LoadedModel, skip: Collection[str] = ()) -> dict[str, Any]:
                                "packing": attention and "packing" not in skip and not prompt_learning(lm.model),
                                "frozen_weights_in_bf16": 0,
                                "swiglu_mlps": use_fast_mlp(base) if "swiglu" not in skip else 0,
-                               "trim_heap": "trim_heap" not in skip and _malloc_trim() is not None,
+                               "rms_norms": use_fast_norm(base) if "rms_norm" not in skip else 0,
+                               "rotary_attention": use_fast_rotary(base) if "rotary" not in skip else 0,
+                               "shape_multiple": 1,
                                "native_kernels": library() is not None}
+    if "shape_buckets" not in skip:
+        applied["shape_multiple"] = PACKED_MULTIPLE if applied["packing"] else PADDED_MULTIPLE
     if lm.autocast_dtype is not None and fused and "bf16_weights" not in skip:
         applied["frozen_weights_in_bf16"] = store_frozen_weights(lm.model, lm.autocast_dtype)
     return applied

