@@ -13,7 +13,6 @@ instead of two and four PyTorch operators, with the same roundings (the tests pi
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import torch
@@ -23,6 +22,7 @@ from transformers.activations import SiLUActivation
 from transformers.models.llama.modeling_llama import LlamaMLP
 
 from tunesmith.models.native import library
+from tunesmith.models.routing import route, same_code
 
 
 def _kernels(*tensors: torch.Tensor) -> Any:
@@ -73,23 +73,11 @@ def _forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _is_swiglu_mlp(module: nn.Module) -> bool:
-    """A module whose forward is exactly Llama's ``down_proj(act_fn(gate_proj(x)) * up_proj(x))`` with SiLU.
-
-    Compared by bytecode, so the architectures that copy Llama's MLP (Mistral, Qwen2 and others)
-    qualify and any other MLP keeps its own forward.
-    """
-    forward = getattr(type(module), "forward", None)
-    code, llama = getattr(forward, "__code__", None), LlamaMLP.forward.__code__
-    return (code is not None and code.co_code == llama.co_code and code.co_names == llama.co_names
+    """A module whose forward is exactly Llama's ``down_proj(act_fn(gate_proj(x)) * up_proj(x))`` with SiLU."""
+    return (same_code(getattr(type(module), "forward", None), LlamaMLP.forward)
             and type(getattr(module, "act_fn", None)) in (SiLUActivation, nn.SiLU))
 
 
 def use_fast_mlp(model: nn.Module) -> int:
     """Route every SwiGLU MLP of ``model`` through :func:`swiglu`; returns how many it serves now."""
-    count = 0
-    for module in model.modules():
-        if _is_swiglu_mlp(module):
-            if "forward" not in vars(module):
-                module.forward = types.MethodType(_forward, module)
-            count += 1
-    return count
+    return route(model, _is_swiglu_mlp, lambda _: _forward)

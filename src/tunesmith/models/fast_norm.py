@@ -13,7 +13,6 @@ Results equal the reference within fp32 rounding: the sum of squares is taken in
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from tunesmith.models.native import library
 from tunesmith.models.precision import remember_cast
+from tunesmith.models.routing import route, same_code
 
 
 class _RMSNorm(torch.autograd.Function):
@@ -77,19 +77,11 @@ def _forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
 
 
 def _is_llama_rms_norm(module: nn.Module) -> bool:
-    """A module whose forward is exactly Llama's RMSNorm (Mistral, Qwen2 and others copy it), compared by bytecode."""
-    forward = getattr(type(module), "forward", None)
-    code, llama = getattr(forward, "__code__", None), LlamaRMSNorm.forward.__code__
-    return (code is not None and code.co_code == llama.co_code and code.co_names == llama.co_names
+    """A module whose forward is exactly Llama's RMSNorm (Mistral, Qwen2 and others copy it)."""
+    return (same_code(getattr(type(module), "forward", None), LlamaRMSNorm.forward)
             and isinstance(getattr(module, "weight", None), torch.Tensor) and hasattr(module, "variance_epsilon"))
 
 
 def use_fast_norm(model: nn.Module) -> int:
     """Route every Llama-style RMSNorm of ``model`` through :func:`rms_norm`; returns how many it serves now."""
-    count = 0
-    for module in model.modules():
-        if _is_llama_rms_norm(module):
-            if "forward" not in vars(module):
-                module.forward = types.MethodType(_forward, module)
-            count += 1
-    return count
+    return route(model, _is_llama_rms_norm, lambda _: _forward)

@@ -26,6 +26,7 @@ from torch import nn
 from transformers.models.llama import modeling_llama
 
 from tunesmith.models.native import library
+from tunesmith.models.routing import route, same_code
 
 _REFERENCE = modeling_llama.apply_rotary_pos_emb
 
@@ -74,11 +75,6 @@ def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
     return _Rotary.apply(q, cos, sin), _Rotary.apply(k, cos, sin)
 
 
-def _same_code(fn: Any, reference: Any) -> bool:
-    code, ref = getattr(fn, "__code__", None), reference.__code__
-    return code is not None and code.co_code == ref.co_code and code.co_names == ref.co_names
-
-
 @functools.cache
 def _routed(forward: Callable[..., Any]) -> Callable[..., Any]:
     """``forward`` with its module's namespace, but :func:`rotary` as ``apply_rotary_pos_emb``."""
@@ -89,20 +85,16 @@ def _routed(forward: Callable[..., Any]) -> Callable[..., Any]:
     return routed
 
 
+def _calls_llamas_rotary(module: nn.Module) -> bool:
+    forward = getattr(type(module), "forward", None)
+    code = getattr(forward, "__code__", None)
+    return (code is not None and "apply_rotary_pos_emb" in code.co_names
+            and same_code(forward.__globals__.get("apply_rotary_pos_emb"), _REFERENCE))
+
+
 def use_fast_rotary(model: nn.Module) -> int:
     """Route the attention modules of ``model`` that call Llama's rotary function to :func:`rotary`; returns how many.
 
     Calling it again changes nothing and returns the same count.
     """
-    count = 0
-    for module in model.modules():
-        forward = getattr(type(module), "forward", None)
-        code = getattr(forward, "__code__", None)
-        if code is None or "apply_rotary_pos_emb" not in code.co_names:
-            continue
-        if not _same_code(forward.__globals__.get("apply_rotary_pos_emb"), _REFERENCE):
-            continue
-        if "forward" not in vars(module):
-            module.forward = types.MethodType(_routed(forward), module)
-        count += 1
-    return count
+    return route(model, _calls_llamas_rotary, lambda module: _routed(type(module).forward))
