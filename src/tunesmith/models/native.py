@@ -77,7 +77,7 @@ def _build(compiler: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
     os.close(fd)
     try:
-        for flags in (FLAGS, FLAGS[:-1]):  # without -fopenmp where the compiler has no OpenMP
+        for flags in (FLAGS, tuple(f for f in FLAGS if f != "-fopenmp")):  # a compiler without OpenMP
             res = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp, *LIBS], capture_output=True, text=True)
             if res.returncode == 0:
                 break
