@@ -82,7 +82,7 @@ def apply_keep(x: torch.Tensor, p: float, seed: int, out: torch.Tensor | None = 
     return out
 
 
-def _scale(p: float) -> float:
+def keep_scale(p: float) -> float:
     """What kept elements are multiplied by, as ``F.dropout`` does (nothing is kept at ``p = 1``)."""
     return 1.0 / (1.0 - p) if p < 1 else 0.0
 
@@ -91,11 +91,11 @@ class _Dropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, p: float) -> torch.Tensor:
         ctx.p, ctx.seed = p, draw_seed()
-        return apply_keep(x.contiguous(), p, ctx.seed).mul_(_scale(p))
+        return apply_keep(x.contiguous(), p, ctx.seed).mul_(keep_scale(p))
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return apply_keep(grad.contiguous(), ctx.p, ctx.seed).mul_(_scale(ctx.p)), None
+        return apply_keep(grad.contiguous(), ctx.p, ctx.seed).mul_(keep_scale(ctx.p)), None
 
 
 class FastDropout(nn.Dropout):
