@@ -3,12 +3,13 @@
 Autograd keeps three ``[tokens, intermediate]`` tensors of a SwiGLU MLP for the backward pass:
 the gate projection (for ``silu``'s gradient), ``silu(gate)`` and the up projection (for the
 product's). ``silu(gate)`` is cheap to compute again, so here only ``gate`` and ``up`` are kept
-and the backward pass recomputes it: the same operators on the same values, so the same bits,
-with a third less of the MLP's activation memory (65 MB per step for the embedded model at 726
-tokens).
+and the backward pass recomputes it with the same operators on the same values, with a third
+less of the MLP's activation memory (65 MB per step for the embedded model at 726 tokens).
 
 On the CPU in bf16 both passes are one loop of a C kernel each (:mod:`tunesmith.models.native`)
-instead of two and four PyTorch operators, with the same roundings (the tests pin it to them).
+instead of two and four PyTorch operators, rounding where they round; the C library's ``expf``
+differs from PyTorch's in the last bit, so a result can be one or two bf16 steps from theirs (the
+tests bound it). Elsewhere the PyTorch operators run, bit for bit autograd's.
 """
 
 from __future__ import annotations
