@@ -9,14 +9,19 @@ process of its own so that each peak resident memory is that recipe's alone:
 - (b) tunesmith's trainer, as ``tunesmith run`` calls it (``train_adapter`` on the loaded model).
 Both get the same token ids, batch size, learning rate, schedule, warm-up, clipping and seed.
 
-For each it prints non-padding tokens per second, wall seconds of training, the training loss over
+For each it prints non-padding tokens per second (every token of every example trained on), the
+tokens the model actually computed per second (fewer for tunesmith where a batch's examples share a
+prefix it computes once), wall seconds of training, the training loss over
 the last quarter of the steps, validation loss and test accuracy of the tuned model (both computed
 by the same code for the two), and peak RSS at the end of training (the JSON also has the peak
 with evaluation); then the speed ratio (b)/(a), the memory ratio, and
-tunesmith's model FLOPs utilisation against this machine's bf16 and fp32 matmul peaks, measured in
-the same run.
+tunesmith's model FLOPs utilisation (the FLOPs of the tokens it computed) against this machine's
+bf16 and fp32 matmul peaks, measured in the same run.
 
-Usage: python bench/train_speed.py [--examples 256] [--batch-size 8] [--seed N] [--json]
+With ``--same-order`` the plain Trainer reads the examples in tunesmith's batch order (its own
+shuffle is another random order), so that loss and accuracy differ by recipe rather than by data order.
+
+Usage: python bench/train_speed.py [--examples 256] [--batch-size 8] [--seed N] [--same-order] [--json]
        python bench/train_speed.py --only tunesmith --without packing --skip-eval   (what packing buys)
 """
 
@@ -51,6 +56,7 @@ from tunesmith.models.speed import PARTS, speed_up
 from tunesmith.project import init_project
 from tunesmith.train.cost import build_on_meta, head_cost, step_cost
 from tunesmith.train import loop
+from tunesmith.train.batching import random_batches
 from tunesmith.train.loop import train_adapter
 from tunesmith.train.loss import evaluate_loss
 from tunesmith.ui import peak_rss_mb
@@ -108,16 +114,20 @@ def run_recipe(recipe: str, args: argparse.Namespace) -> dict[str, Any]:
         result = train_adapter(lm, train_enc, [], tcfg, seed=seed, method=method)
         seconds = time.perf_counter() - start
         losses = [r["train_loss"] for r in result.history if "train_loss" in r]
-        fast_path = result.fast_path
+        fast_path, computed = result.fast_path, result.computed_tokens
         if result.steps != steps or result.tokens != sum(len(e.input_ids) for e in train_enc):
             raise SystemExit(f"tunesmith trained {result.steps} steps and {result.tokens} tokens, not one whole epoch")
     else:
-        losses, seconds = _plain_trainer(lm, seed, train_enc, tcfg, lr, steps)
-        fast_path = {}
+        order = ([i for batch in random_batches(len(train_enc), args.batch_size, seed * 1000) for i in batch]
+                 if args.same_order else None)
+        losses, seconds = _plain_trainer(lm, seed, train_enc, tcfg, lr, steps, order)
+        fast_path, computed = {}, sum(len(e.input_ids) for e in train_enc)
     out = {"recipe": recipe, "examples": len(train_enc), "steps": steps,
            "tokens": sum(len(e.input_ids) for e in train_enc), "seconds": round(seconds, 2),
            "final_train_loss": _last_quarter(losses), "precision": "bf16" if lm.autocast_dtype else "fp32"}
     out["tokens_per_second"] = round(out["tokens"] / seconds, 1)
+    out["computed_tokens"] = computed
+    out["computed_tokens_per_second"] = round(computed / seconds, 1)
     # Training's peak, before evaluation's batches can raise it; the process's peak with evaluation apart.
     out["peak_rss_mib"] = round(peak_rss_mb(), 1)
     out["fast_path"] = fast_path
@@ -127,18 +137,30 @@ def run_recipe(recipe: str, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _plain_trainer(lm: Any, seed: int, train_enc: list, tcfg: Any, lr: float, steps: int) -> tuple[list[float], float]:
-    """The recipe of the transformers and peft documentation, with nothing tuned for speed."""
+class _InOrder(Trainer):
+    """A Trainer that reads the training examples in the order given (``--same-order``)."""
+
+    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> torch.utils.data.Sampler:
+        return torch.utils.data.SequentialSampler(self.train_dataset)
+
+
+def _plain_trainer(lm: Any, seed: int, train_enc: list, tcfg: Any, lr: float, steps: int,
+                   order: list[int] | None = None) -> tuple[list[float], float]:
+    """The recipe of the transformers and peft documentation, with nothing tuned for speed.
+
+    With ``order``, the examples are read in that order instead of the Trainer's own shuffle.
+    """
     lm.model = get_peft_model(lm.model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                                                    target_modules="all-linear", task_type="CAUSAL_LM"))
-    ds = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels} for e in train_enc]
+    ds = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels}
+          for e in (train_enc if order is None else [train_enc[i] for i in order])]
     with tempfile.TemporaryDirectory() as tmp:
         targs = TrainingArguments(
             output_dir=tmp, per_device_train_batch_size=tcfg.batch_size, num_train_epochs=1, learning_rate=lr,
             lr_scheduler_type=tcfg.scheduler, warmup_steps=int(tcfg.warmup_ratio * steps), weight_decay=tcfg.weight_decay,
             max_grad_norm=tcfg.max_grad_norm, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
             bf16=lm.autocast_dtype is not None, seed=seed, disable_tqdm=True)
-        trainer = Trainer(model=lm.model, args=targs, train_dataset=ds,
+        trainer = (Trainer if order is None else _InOrder)(model=lm.model, args=targs, train_dataset=ds,
                           data_collator=DataCollatorForSeq2Seq(lm.tokenizer, padding=True, label_pad_token_id=-100))
         start = time.perf_counter()
         trainer.train()
@@ -161,18 +183,19 @@ def matmul_peak(dtype: torch.dtype, size: int = 1024, seconds: float = 2.0) -> f
     return best
 
 
-def model_flops(args: argparse.Namespace) -> float:
-    """FLOPs of one epoch's useful work: forward and backward over the non-padding tokens, the head on labels."""
+def model_flops(args: argparse.Namespace, computed_tokens: int) -> float:
+    """FLOPs of one epoch's work as computed: forward and backward of the layers over ``computed_tokens``,
+    attention within each example, the head on labels (padding not counted)."""
     cfg, train, *_ , system = _data(args.examples)
     path = resolve_base(cfg.model.base)
     meta = build_on_meta(path, cfg.adapter)
-    cost = step_cost(meta)
+    per_token, per_pair = step_cost(meta).flops
     hidden, vocab, _ = head_cost(meta)
     lm_tok = load_tokenizer(path, False)
-    total = 0.0
+    total = per_token * computed_tokens
     for ex in train:
         e = encode_example(lm_tok, ex, system, cfg.model.max_seq_len)
-        total += cost.step_flops(1, len(e.input_ids)) + e.n_completion * 2.0 * hidden * vocab * 2
+        total += per_pair * len(e.input_ids) ** 2 + e.n_completion * 2.0 * hidden * vocab * 2
     return total
 
 
@@ -186,6 +209,9 @@ def main() -> None:
     ap.add_argument("--only", choices=["plain", "tunesmith"], help="run one recipe (for profiling)")
     ap.add_argument("--without", default="", help="tunesmith without these parts of its fast path, comma-separated "
                                                   f"({', '.join(PARTS)}): what each buys")
+    ap.add_argument("--same-order", action="store_true",
+                    help="the plain Trainer reads the examples in tunesmith's batch order instead of its own shuffle, "
+                         "so that losses differ by recipe, not by data order")
     ap.add_argument("--skip-eval", action="store_true", help="no validation loss or test accuracy (speed and memory only)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args()
@@ -198,7 +224,8 @@ def main() -> None:
     for recipe in ["plain", "tunesmith"] if not args.only else [args.only]:
         print(f"training with the {recipe} recipe ...", file=sys.stderr)
         seed = [] if args.seed is None else ["--seed", str(args.seed)]
-        extra = [*seed, *(["--without", args.without] if args.without else []), *(["--skip-eval"] if args.skip_eval else [])]
+        extra = [*seed, *(["--without", args.without] if args.without else []), *(["--skip-eval"] if args.skip_eval else []),
+                 *(["--same-order"] if args.same_order else [])]
         res = subprocess.run([sys.executable, __file__, "--recipe", recipe, "--examples", str(args.examples),
                               "--batch-size", str(args.batch_size), *extra], capture_output=True, text=True,
                              env={**os.environ, "TQDM_DISABLE": "1"})
@@ -207,7 +234,7 @@ def main() -> None:
         results[recipe] = json.loads(res.stdout.strip().splitlines()[-1])
     if not args.only:
         a, b = results["plain"], results["tunesmith"]
-        flops = model_flops(args)
+        flops = model_flops(args, b["computed_tokens"])
         results["speed_ratio"] = round(b["tokens_per_second"] / a["tokens_per_second"], 2)
         results["memory_ratio"] = round(b["peak_rss_mib"] / a["peak_rss_mib"], 3)
         achieved = flops / b["seconds"] / 1e9
@@ -224,20 +251,21 @@ def print_report(results: dict[str, Any]) -> None:
     peaks = results["peak_gflops"]
     print(f"matmul peak on this machine: bf16 {peaks['bf16']} GFLOP/s, fp32 {peaks['fp32']} GFLOP/s; "
           f"bf16 autocast {'on' if results['cpu_bf16_autocast'] else 'off (no native bf16 on this CPU)'}")
-    print(f"{'recipe':<11}{'tokens/s':>10}{'seconds':>10}{'train loss':>12}{'val loss':>10}{'test acc':>10}{'peak RSS':>11}")
+    print(f"{'recipe':<11}{'tokens/s':>10}{'computed/s':>12}{'seconds':>10}{'train loss':>12}{'val loss':>10}"
+          f"{'test acc':>10}{'peak RSS':>11}")
     for recipe in ("plain", "tunesmith"):
         if recipe in results:
             r = results[recipe]
             quality = (f"{r['val_loss']:>10.4f}{r['test_accuracy']:>10.3f}" if "val_loss" in r
                        else f"{'-':>10}{'-':>10}")
-            print(f"{recipe:<11}{r['tokens_per_second']:>10.1f}{r['seconds']:>10.1f}{r['final_train_loss']:>12.4f}"
+            print(f"{recipe:<11}{r['tokens_per_second']:>10.1f}{r['computed_tokens_per_second']:>12.1f}{r['seconds']:>10.1f}{r['final_train_loss']:>12.4f}"
                   f"{quality}{r['peak_rss_mib'] / 1024:>8.2f} GiB")
     if "tunesmith" in results:
         print(f"tunesmith's fast path: {results['tunesmith']['fast_path']}")
     if "speed_ratio" in results:
         print(f"speed (tunesmith / plain Trainer + PEFT): {results['speed_ratio']}x;  "
               f"memory (tunesmith / plain): {results['memory_ratio']}")
-        print(f"tunesmith model FLOPs: {results['tunesmith_model_gflops']} GFLOP/s = "
+        print(f"tunesmith model FLOPs (of the tokens it computed): {results['tunesmith_model_gflops']} GFLOP/s = "
               f"{results['tunesmith_mfu']['bf16']:.1%} of the bf16 matmul peak, "
               f"{results['tunesmith_mfu']['fp32']:.1%} of the fp32 peak")
 

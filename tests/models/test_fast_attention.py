@@ -68,6 +68,30 @@ def test_model_switches_and_keeps_its_outputs(tiny_tokenizer):
     assert not use_fast_attention(eager)  # only SDPA models are switched
 
 
+@pytest.mark.parametrize("prefix", [0, 6])
+def test_packed_row_equals_sdpa_with_the_block_mask(prefix):
+    """Each example attends to itself and the shared prefix; the prefix's gradient sums what every example sends."""
+    module = _Attn(3)
+    lengths = torch.tensor([7, 3, 11])
+    results = []
+    for fn in (sdpa_attention_forward, causal_attention):
+        q, k, v = _qkv(batch=1, heads=6, kv_heads=2, length=prefix + 21, dim=8)
+        if fn is causal_attention:
+            with packed(lengths, prefix):
+                out, _ = fn(module, q, k, v, None, scaling=0.3)
+        else:
+            out, _ = fn(module, q, k, v, Packing.of(lengths, prefix).block_mask(), scaling=0.3)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), q.grad, k.grad, v.grad))
+    for fast, reference in zip(results[1], results[0]):
+        torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_block_mask_with_a_prefix():
+    mask = Packing.of(torch.tensor([2, 1]), prefix=2).block_mask()[0, 0].int().tolist()
+    assert mask == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 0, 0, 1]]
+
+
 @pytest.mark.parametrize("packed_row", [False, True])
 def test_bf16_autocast_is_within_bf16_rounding_of_sdpa(packed_row):
     module = _Attn(3)
@@ -108,3 +132,7 @@ def test_packing_rounds_the_layout_up():
     pack = Packing.of(torch.tensor([5, 17, 3]))
     assert pack.longest == 32 and pack.lengths == (5, 17, 3) and pack.total == 25
     assert pack.gather.numel() == 3 * 32 and pack.scatter.tolist()[:6] == [0, 1, 2, 3, 4, 32]
+    shared = Packing.of(torch.tensor([5, 12, 3]), prefix=4)
+    assert shared.longest == 16 and shared.total == 24  # the longest example with the prefix: 16
+    assert shared.gather.view(3, 16)[1, :6].tolist() == [0, 1, 2, 3, 9, 10]  # the prefix, then its own tokens
+    assert shared.scatter.tolist()[:6] == [0, 1, 2, 3, 4, 5] and shared.scatter.tolist()[9] == 16 + 4

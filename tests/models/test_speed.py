@@ -44,10 +44,10 @@ def test_speed_up_reports_what_it_applied(tiny_tokenizer):
     lm = LoadedModel(model, tiny_tokenizer, None, torch.device("cpu"), torch.bfloat16)
     rest = {"swiglu_mlps": 2, "rms_norms": 5, "rotary_attention": 2, "shape_multiple": PACKED_MULTIPLE,
             "native_kernels": True}  # a C compiler here
-    assert speed_up(lm) == {"fused_lora_layers": 14, "fast_attention": True, "packing": True,
+    assert speed_up(lm) == {"fused_lora_layers": 14, "fast_attention": True, "packing": True, "prefix_sharing": True,
                             "frozen_weights_in_bf16": 14, **rest}
     # A second training call on the same model (a sweep, a resumed loop) keeps the path on.
-    assert speed_up(lm) == {"fused_lora_layers": 14, "fast_attention": True, "packing": True,
+    assert speed_up(lm) == {"fused_lora_layers": 14, "fast_attention": True, "packing": True, "prefix_sharing": True,
                             "frozen_weights_in_bf16": 0, **rest}
     fp32 = LoadedModel(apply_adapter(build_tiny_model(tiny_tokenizer), AdapterConfig(method="lora")), tiny_tokenizer,
                        None, torch.device("cpu"), None)
@@ -56,10 +56,11 @@ def test_speed_up_reports_what_it_applied(tiny_tokenizer):
                          tiny_tokenizer, None, torch.device("cpu"), None)
     on_prefix = speed_up(prefix, skip={"bf16_weights"})
     assert on_prefix["packing"] is False and on_prefix["shape_multiple"] == PADDED_MULTIPLE  # virtual tokens in every row
+    assert on_prefix["prefix_sharing"] is False  # sharing is a way of packing
     with pytest.raises(ValueError, match="unknown parts"):
         speed_up(lm, skip={"turbo"})
     plain = LoadedModel(apply_adapter(build_tiny_model(tiny_tokenizer), AdapterConfig(method="lora")), tiny_tokenizer,
                         None, torch.device("cpu"), None)
-    skipped = speed_up(plain, skip={"swiglu", "rms_norm", "rotary", "shape_buckets"})
-    assert (skipped["swiglu_mlps"], skipped["rms_norms"], skipped["rotary_attention"], skipped["shape_multiple"]) \
-        == (0, 0, 0, 1)
+    skipped = speed_up(plain, skip={"swiglu", "rms_norm", "rotary", "shape_buckets", "prefix_sharing"})
+    assert (skipped["swiglu_mlps"], skipped["rms_norms"], skipped["rotary_attention"], skipped["shape_multiple"],
+            skipped["prefix_sharing"], skipped["packing"]) == (0, 0, 0, 1, False, True)

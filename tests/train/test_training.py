@@ -13,7 +13,7 @@ from tunesmith.data.examples import Example
 from tunesmith.models.adapters import apply_adapter, load_adapter
 from tunesmith.models.fast_attention import use_fast_attention
 from tunesmith.models.load import load_base_model
-from tunesmith.train.batching import collate, collate_packed, random_batches
+from tunesmith.train.batching import collate, collate_packed, random_batches, shared_prefix
 from tunesmith.train.loop import train_adapter
 from tunesmith.train.loss import completion_loss, evaluate_loss
 
@@ -69,9 +69,41 @@ def test_collate_rounds_rows_up_with_a_segment_of_its_own(tiny_tokenizer):
     assert collate(enc, tiny_tokenizer.pad_token_id, multiple=8)["input_ids"].shape == (3, -(-max(n) // 8) * 8)
 
 
-@pytest.mark.parametrize(("weighted", "multiple"), [(False, 1), (True, 1), (True, 32)])
-def test_packed_row_gives_the_padded_batchs_loss_and_gradients(tiny_tokenizer, weighted, multiple):
-    """Packing on the fast attention path against right padding on transformers' own SDPA attention."""
+def test_shared_prefix_stops_before_the_first_labelled_prediction(tiny_tokenizer):
+    enc = encode_all(tiny_tokenizer, examples(1)[:4])
+    common = len(enc[0].input_ids)
+    for e in enc[1:]:
+        common = next(i for i, (a, b) in enumerate(zip(enc[0].input_ids, e.input_ids)) if a != b)
+    assert 0 < shared_prefix(enc) <= common
+    # Two copies of one example: all tokens in common, but the one before the first label is each one's own.
+    twice = [enc[0], enc[0]]
+    first_label = next(i for i, t in enumerate(enc[0].labels) if t != IGNORE_INDEX)
+    assert shared_prefix(twice) == first_label - 1
+    assert shared_prefix(enc[:1]) == 0  # nothing to share with
+    other = replace(enc[1], input_ids=[enc[0].input_ids[0] + 1, *enc[1].input_ids[1:]])
+    assert shared_prefix([enc[0], other]) == 0
+
+
+def test_collate_packed_puts_a_shared_prefix_in_the_row_once(tiny_tokenizer):
+    enc = [replace(e, weight=w) for e, w in zip(encode_all(tiny_tokenizer, examples(1)[:3]), (1.0, 2.0, 3.0))]
+    p = shared_prefix(enc)
+    rest = [len(e.input_ids) - p for e in enc]
+    batch = collate_packed(enc, tiny_tokenizer.pad_token_id, multiple=16, share_prefix=True)
+    used = p + sum(rest)
+    extra = -(-used // 16) * 16 - used
+    assert int(batch["prefix"]) == p and batch["lengths"].tolist() == [*rest, extra]
+    assert batch["input_ids"][0, :used].tolist() == enc[0].input_ids[:p] + [t for e in enc for t in e.input_ids[p:]]
+    # Each example's positions go on from the prefix, as in its own row.
+    assert batch["position_ids"][0, :used].tolist() == list(range(p)) + [q for n in rest for q in range(p, p + n)]
+    assert batch["labels"][0, :used].tolist() == [IGNORE_INDEX] * p + [t for e in enc for t in e.labels[p:]]
+    assert batch["weights"][0, :used].tolist() == [0.0] * p + [w for e, n in zip(enc, rest) for w in [e.weight] * n]
+    assert "prefix" not in collate_packed(enc[:1], share_prefix=True)
+
+
+@pytest.mark.parametrize(("weighted", "multiple", "share"),
+                         [(False, 1, False), (True, 1, False), (True, 32, False), (False, 1, True), (True, 32, True)])
+def test_packed_row_gives_the_padded_batchs_loss_and_gradients(tiny_tokenizer, weighted, multiple, share):
+    """Packing (with and without a shared prefix) on the fast attention path against right padding on SDPA."""
     enc = encode_all(tiny_tokenizer, examples(1)[:5])
     if weighted:
         enc = [replace(e, weight=w) for e, w in zip(enc, (0.5, 1.0, 2.0, 1.0, 3.0))]
@@ -85,7 +117,8 @@ def test_packed_row_gives_the_padded_batchs_loss_and_gradients(tiny_tokenizer, w
         if fast:
             assert use_fast_attention(model.get_base_model())
         pad = tiny_tokenizer.pad_token_id
-        batch = collate_packed(enc, pad, multiple) if fast else collate(enc, pad, multiple)
+        batch = collate_packed(enc, pad, multiple, share) if fast else collate(enc, pad, multiple)
+        assert ("prefix" in batch) == (fast and share)
         loss, n = completion_loss(model, batch)
         loss.backward()
         results.append((loss.detach(), n, {k: p.grad for k, p in model.named_parameters() if p.requires_grad}))

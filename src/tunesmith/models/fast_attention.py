@@ -10,7 +10,9 @@ Training batches are packed: the examples of a batch are concatenated into one r
 padding (:func:`tunesmith.train.batching.collate_packed`), so every linear layer works on real
 tokens only, and inside :func:`packed` attention gathers each example into a right-padded
 layout of its own, attends within it and scatters back: no example sees another, and padding
-costs only in the attention products. Padded batches are attended the same way, as a packed row
+costs only in the attention products. Where the examples open with the same tokens (a system
+prompt), the row carries them once and every example's layout reads that one copy, whose
+gradient is then the sum of what each example sends back. Padded batches are attended the same way, as a packed row
 of equal-length examples.
 
 The attention is one autograd function (:class:`_PackedCausal`): q, k and v are cast to the
@@ -67,46 +69,71 @@ def _causal_bias(device: torch.device) -> torch.Tensor:
 class Packing:
     """Where the examples of a packed row lie, as indices between the row and a padded layout.
 
+    A row may open with a prefix shared by all its examples
+    (:func:`tunesmith.train.batching.collate_packed`): each example's slots in the layout then start
+    with the prefix's positions, so every example attends to it as to its own first tokens.
+
     Attributes:
-        lengths: Tokens of each example, in row order.
-        longest: The width of the padded layout: the longest example rounded up to
+        lengths: Tokens of each example after the shared prefix, in row order.
+        prefix: Tokens of the shared prefix at the start of the row (0: none).
+        longest: The width of the padded layout: the longest example, prefix included, rounded up to
             :data:`LAYOUT_MULTIPLE`.
         gather: For each slot of the padded layout (examples x longest, flattened), the row position
             it reads; slots past an example's end repeat its last token (causality keeps them unseen).
-        scatter: For each row position, its slot in the padded layout.
-        gather_or_zero: ``gather`` with the slots past an example's end reading row ``total`` (a row
-            of zeros appended by the caller): how gradients reach the padded layout.
+        scatter: For each row position, its slot in the padded layout (the first example's copy for
+            the prefix).
+        gather_or_zero: ``gather`` with the slots that send no output back reading row ``total`` (a
+            row of zeros appended by the caller): how gradients reach the padded layout. Those are
+            the slots past an example's end and the prefix's copies in all but the first example.
     """
 
     lengths: tuple[int, ...]
+    prefix: int
     longest: int
     gather: torch.Tensor
     scatter: torch.Tensor
     gather_or_zero: torch.Tensor
 
     @classmethod
-    def of(cls, lengths: torch.Tensor) -> Packing:
-        """The packing of examples with these token counts (a 1-D integer tensor)."""
-        longest = -(-int(lengths.max()) // LAYOUT_MULTIPLE) * LAYOUT_MULTIPLE  # MAX_LENGTH is a multiple
-        starts = lengths.cumsum(0) - lengths
-        offsets = torch.arange(longest, device=lengths.device)
-        gather = starts[:, None] + torch.minimum(offsets[None, :], lengths[:, None] - 1)
-        slots = (torch.arange(len(lengths), device=lengths.device) * longest).repeat_interleave(lengths)
-        total = int(lengths.sum())
-        scatter = slots + torch.arange(total, device=lengths.device) - starts.repeat_interleave(lengths)
-        or_zero = torch.where(offsets[None, :] < lengths[:, None], gather, total)
-        return cls(tuple(int(n) for n in lengths), longest, gather.flatten(), scatter, or_zero.flatten())
+    def of(cls, lengths: torch.Tensor, prefix: int = 0) -> Packing:
+        """The packing of examples with these token counts (a 1-D integer tensor) after a shared ``prefix``."""
+        device = lengths.device
+        longest = -(-(prefix + int(lengths.max())) // LAYOUT_MULTIPLE) * LAYOUT_MULTIPLE  # MAX_LENGTH is a multiple
+        starts = prefix + lengths.cumsum(0) - lengths
+        offsets = torch.arange(longest, device=device)
+        own = starts[:, None] + torch.minimum(offsets[None, :] - prefix, lengths[:, None] - 1)
+        gather = torch.where(offsets[None, :] < prefix, offsets[None, :], own)
+        slots = (torch.arange(len(lengths), device=device) * longest).repeat_interleave(lengths)
+        total = prefix + int(lengths.sum())
+        scatter = torch.cat([offsets[:prefix], slots + prefix + torch.arange(prefix, total, device=device)
+                             - starts.repeat_interleave(lengths)])
+        sends = (offsets[None, :] < prefix + lengths[:, None]) & (offsets[None, :] >= prefix)
+        sends[0, :prefix] = True
+        or_zero = torch.where(sends, gather, total)
+        return cls(tuple(int(n) for n in lengths), prefix, longest, gather.flatten(), scatter, or_zero.flatten())
 
     @property
     def total(self) -> int:
-        return sum(self.lengths)
+        return self.prefix + sum(self.lengths)
+
+    def rows(self, layout: torch.Tensor) -> torch.Tensor:
+        """Gradients in the padded layout ``[examples x longest, width]`` summed back onto the row's positions.
+
+        Each position has one slot, except the prefix's positions, which have one in every example.
+        """
+        out = layout.index_select(0, self.scatter)
+        if self.prefix:
+            copies = layout.view(len(self.lengths), self.longest, -1)[:, :self.prefix]
+            out[:self.prefix] = copies.sum(0, dtype=torch.float32).to(out.dtype)
+        return out
 
     def block_mask(self) -> torch.Tensor:
-        """The equivalent boolean mask for SDPA: causal within each example, nothing across."""
-        ids = torch.arange(len(self.lengths), device=self.gather.device).repeat_interleave(
-            torch.tensor(self.lengths, device=self.gather.device))
-        causal = torch.ones(self.total, self.total, dtype=torch.bool, device=ids.device).tril()
-        return (causal & (ids[:, None] == ids[None, :]))[None, None]
+        """The equivalent boolean mask for SDPA: causal within each example and its prefix, nothing across."""
+        device = self.gather.device
+        ids = torch.arange(-1, len(self.lengths), device=device).repeat_interleave(
+            torch.tensor((self.prefix, *self.lengths), device=device))
+        causal = torch.ones(self.total, self.total, dtype=torch.bool, device=device).tril()
+        return (causal & ((ids[:, None] == ids[None, :]) | (ids[None, :] == -1)))[None, None]
 
 
 @functools.lru_cache(maxsize=64)
@@ -119,9 +146,12 @@ _packing: ContextVar[Packing | None] = ContextVar("tunesmith_packing", default=N
 
 
 @contextmanager
-def packed(lengths: torch.Tensor) -> Iterator[Packing]:
-    """Within this block, a single-row forward pass of ``sum(lengths)`` tokens attends per example."""
-    token = _packing.set(Packing.of(lengths))
+def packed(lengths: torch.Tensor, prefix: int = 0) -> Iterator[Packing]:
+    """Within this block, a single-row forward pass of ``prefix + sum(lengths)`` tokens attends per example.
+
+    With ``prefix``, the row opens with that many tokens that every example sees before its own.
+    """
+    token = _packing.set(Packing.of(lengths, prefix))
     try:
         yield _packing.get()
     finally:
@@ -203,7 +233,7 @@ class _PackedCausal(torch.autograd.Function):
         grad_k = torch.bmm(grad_scores.transpose(1, 2), q)
 
         def rows(t: torch.Tensor, n_heads: int, dtype: torch.dtype) -> torch.Tensor:
-            t = t.reshape(examples * longest, n_heads * dim).index_select(0, pack.scatter)
+            t = pack.rows(t.reshape(examples * longest, n_heads * dim))
             return t.view(total, n_heads, dim).transpose(0, 1)[None].to(dtype)
 
         kv_rows = lambda t: t.view(examples, kv, longest, dim).transpose(1, 2)  # noqa: E731

@@ -67,7 +67,8 @@ def frozen_cast(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return weight.to(dtype) if weight.requires_grad else cast_once(weight, dtype)
 
 
-PARTS = ("fused_lora", "fast_attention", "packing", "bf16_weights", "swiglu", "rms_norm", "rotary", "shape_buckets")
+PARTS = ("fused_lora", "fast_attention", "packing", "prefix_sharing", "bf16_weights", "swiglu", "rms_norm", "rotary",
+         "shape_buckets")
 
 #: Packed rows are rounded up to a multiple of this many tokens, padded batches' widths to
 #: :data:`PADDED_MULTIPLE` (each row of a padded batch pays its padding, so the step is smaller).
@@ -83,6 +84,9 @@ def speed_up(lm: LoadedModel, skip: Collection[str] = ()) -> dict[str, Any]:
       (:mod:`tunesmith.models.fast_attention`);
     - ``packing``: training batches packed into one row without padding (needs the fast attention,
       which keeps the examples apart; not for prompt learning, whose virtual tokens go in every row);
+    - ``prefix_sharing``: in a packed row, the tokens that open every example of the batch (a system
+      prompt, an instruction) are computed once and attended by each example
+      (:func:`~tunesmith.train.batching.collate_packed`; needs packing);
     - ``bf16_weights``: with bf16 autocast, the frozen weights of fused LoRA layers stored in bf16
       (:func:`store_frozen_weights`);
     - ``swiglu``: gated MLPs keep two of their three activations and recompute the third
@@ -113,12 +117,14 @@ def speed_up(lm: LoadedModel, skip: Collection[str] = ()) -> dict[str, Any]:
     attention = use_fast_attention(base) if "fast_attention" not in skip else False
     applied: dict[str, Any] = {"fused_lora_layers": fused, "fast_attention": attention,
                                "packing": attention and "packing" not in skip and not prompt_learning(lm.model),
+                               "prefix_sharing": False,
                                "frozen_weights_in_bf16": 0,
                                "swiglu_mlps": use_fast_mlp(base) if "swiglu" not in skip else 0,
                                "rms_norms": use_fast_norm(base) if "rms_norm" not in skip else 0,
                                "rotary_attention": use_fast_rotary(base) if "rotary" not in skip else 0,
                                "shape_multiple": 1,
                                "native_kernels": library() is not None}
+    applied["prefix_sharing"] = applied["packing"] and "prefix_sharing" not in skip
     if "shape_buckets" not in skip:
         applied["shape_multiple"] = PACKED_MULTIPLE if applied["packing"] else PADDED_MULTIPLE
     if lm.autocast_dtype is not None and fused and "bf16_weights" not in skip:

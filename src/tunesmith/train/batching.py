@@ -36,7 +36,25 @@ def collate(items: Sequence[Encoded], pad_id: int, multiple: int = 1) -> dict[st
     return batch
 
 
-def collate_packed(items: Sequence[Encoded], pad_id: int = 0, multiple: int = 1) -> dict[str, torch.Tensor]:
+def shared_prefix(items: Sequence[Encoded]) -> int:
+    """How many leading tokens every example of a batch has in common and can share in a packed row.
+
+    The longest common prefix of the examples' ids, cut so that the token after it is unlabelled in
+    every example: the prediction of a labelled token needs its example's own previous position.
+    0 for fewer than two examples.
+    """
+    if len(items) < 2:
+        return 0
+    first = items[0].input_ids
+    common = min(len(e.input_ids) for e in items)
+    for e in items[1:]:
+        common = next((i for i, (a, b) in enumerate(zip(first[:common], e.input_ids)) if a != b), common)
+    labelled = min(next((i for i, t in enumerate(e.labels) if t != IGNORE_INDEX), len(e.labels)) for e in items)
+    return max(0, min(common, labelled - 1))
+
+
+def collate_packed(items: Sequence[Encoded], pad_id: int = 0, multiple: int = 1,
+                   share_prefix: bool = False) -> dict[str, torch.Tensor]:
     """Concatenate a batch into one row; each example keeps its own positions.
 
     ``position_ids`` restart at 0 for every example and ``lengths`` says where each one ends, so
@@ -45,6 +63,15 @@ def collate_packed(items: Sequence[Encoded], pad_id: int = 0, multiple: int = 1)
     previous example's last token, which an unpacked batch never does. A ``weights`` tensor (one
     per token) is added only when some example's weight is not 1.
 
+    With ``share_prefix``, the tokens that open every example (:func:`shared_prefix`: a system
+    prompt, an instruction) go into the row once, first, and each example contributes only the rest;
+    ``prefix`` in the batch says how many there are and ``lengths`` then counts the rest of each
+    example. Every example attends to the one copy as it would to its own, so the loss and its
+    gradients are those of the unshared row (a causal prefix computes the same whatever follows it;
+    its gradient is the sum of what each example sends back), for the prefix's share of the work.
+    One difference remains under adapter dropout: the shared tokens draw one dropout mask for the
+    batch instead of one per example.
+
     With ``multiple`` above 1 the row is rounded up to a multiple of it by one more segment of
     ``pad_id`` tokens with no labels, attended apart like an example. Why: oneDNN, which runs
     PyTorch's bf16 products on the CPU, compiles and keeps code for every new matrix shape, about
@@ -52,17 +79,24 @@ def collate_packed(items: Sequence[Encoded], pad_id: int = 0, multiple: int = 1)
     process by 16 MB per step (measured), while a few rounded lengths stop the growth after the
     first steps.
     """
-    sizes = [len(e.input_ids) for e in items]
-    extra = padded_length(sum(sizes), multiple) - sum(sizes)
-    ids = torch.tensor([t for e in items for t in e.input_ids] + [pad_id] * extra, dtype=torch.long)
-    labels = torch.tensor([t for e in items for t in e.labels] + [IGNORE_INDEX] * extra, dtype=torch.long)
+    prefix = shared_prefix(items) if share_prefix else 0
+    head = list(items[0].input_ids[:prefix])
+    sizes = [len(e.input_ids) - prefix for e in items]
+    used = prefix + sum(sizes)
+    extra = padded_length(used, multiple) - used
+    ids = torch.tensor(head + [t for e in items for t in e.input_ids[prefix:]] + [pad_id] * extra, dtype=torch.long)
+    labels = torch.tensor([IGNORE_INDEX] * prefix + [t for e in items for t in e.labels[prefix:]]
+                          + [IGNORE_INDEX] * extra, dtype=torch.long)
     lengths = torch.tensor(sizes + [extra] * (extra > 0), dtype=torch.long)
-    positions = torch.cat([torch.arange(n) for n in lengths.tolist()])
-    labels[lengths.cumsum(0) - lengths] = IGNORE_INDEX
+    positions = torch.cat([torch.arange(prefix)] + [torch.arange(prefix, prefix + n) for n in lengths.tolist()])
+    labels[prefix + lengths.cumsum(0) - lengths] = IGNORE_INDEX
     batch = {"input_ids": ids[None], "labels": labels[None], "position_ids": positions[None], "lengths": lengths}
+    if prefix:
+        batch["prefix"] = torch.tensor(prefix)
     if any(e.weight != 1.0 for e in items):
         weights = [e.weight for e in items] + [0.0] * (extra > 0)
-        batch["weights"] = torch.tensor(weights, dtype=torch.float32).repeat_interleave(lengths)[None]
+        per_token = torch.tensor(weights, dtype=torch.float32).repeat_interleave(lengths)
+        batch["weights"] = torch.cat([torch.zeros(prefix), per_token])[None]
     return batch
 
 

@@ -32,6 +32,7 @@ class LoopState:
         epoch: The epoch being trained.
         group: Index of the next accumulation group in that epoch's batch order.
         tokens: Non-padding tokens trained on.
+        computed_tokens: Of those, the tokens this process computed (a shared prefix once per batch).
         seconds: Training wall time before this process.
         window_loss: Summed loss of the current logging window.
         window_tokens: Labelled tokens of the current logging window.
@@ -47,6 +48,7 @@ class LoopState:
     epoch: int = 0
     group: int = 0
     tokens: int = 0
+    computed_tokens: int = 0
     seconds: float = 0.0
     window_loss: float = 0.0
     window_tokens: int = 0

@@ -38,8 +38,11 @@ class TrainResult:
         steps: Optimiser steps taken.
         epochs: Passes over the training split completed (fractional).
         seconds: Wall time of the loop, validation included.
-        tokens: Non-padding tokens that went through forward and backward passes.
+        tokens: Non-padding tokens of the examples trained on (each example's every token, every time).
         tokens_per_second: ``tokens / seconds``.
+        computed_tokens: Tokens the model computed for them (this process's share under several
+            processes): fewer than ``tokens`` where a batch's examples share a prefix that is
+            computed once (padding excluded).
         peak_rss_mb: Peak resident memory of the process at the end of training.
         best_step: The step whose weights were kept (by validation loss), or the last step.
         best_val_loss: Validation loss of the kept weights, or None without a validation split.
@@ -55,6 +58,7 @@ class TrainResult:
     seconds: float
     tokens: int
     tokens_per_second: float
+    computed_tokens: int
     peak_rss_mb: float
     best_step: int
     best_val_loss: float | None
@@ -254,7 +258,8 @@ def train_adapter(
                     if not mine:  # fewer examples than processes: take part in the gradient sync with zero weight
                         mine, scale = items[:1], 0.0
                     multiple = fast_path["shape_multiple"]
-                    tensors = collate_packed(mine, pad_id, multiple) if pack else collate(mine, pad_id, multiple)
+                    tensors = (collate_packed(mine, pad_id, multiple, fast_path["prefix_sharing"]) if pack
+                               else collate(mine, pad_id, multiple))
                     batch = {key: v.to(device) for key, v in tensors.items()}
                     sync = nullcontext() if acc is None or m == len(encoded_groups) - 1 else acc.no_sync(step_loss_module)
                     with sync:
@@ -268,6 +273,8 @@ def train_adapter(
                         loss.backward()
                     step_loss += float(loss_sum.detach()) * (scale > 0)
                     st.tokens += sum(len(e.input_ids) for e in items)
+                    shared = int(tensors.get("prefix", 0)) * (len(mine) - 1)
+                    st.computed_tokens += (sum(len(e.input_ids) for e in mine) - shared) * (scale > 0)
                 if world > 1:
                     step_loss = _sum_across(acc, step_loss)
                 if cfg.max_grad_norm is not None:
@@ -305,7 +312,8 @@ def train_adapter(
     seconds = elapsed()
     return TrainResult(
         steps=st.step, epochs=round(st.step / steps_per_epoch, 4), seconds=round(seconds, 2), tokens=st.tokens,
-        tokens_per_second=round(st.tokens / seconds, 1) if seconds > 0 else 0.0, peak_rss_mb=round(peak_rss_mb(), 1),
+        tokens_per_second=round(st.tokens / seconds, 1) if seconds > 0 else 0.0, computed_tokens=st.computed_tokens,
+        peak_rss_mb=round(peak_rss_mb(), 1),
         best_step=st.best_step, best_val_loss=None if best_state is None else st.best_loss,
         stopped_early=st.stopped_early, final_train_loss=st.last_train_loss, history=log.rows,
         resumed_from=resumed_from, fast_path=fast_path,

@@ -55,7 +55,7 @@ def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
         model: A causal LM, optionally wrapped by PEFT (adapters live inside the backbone).
         batch: A right-padded batch (``input_ids``, ``attention_mask``, ``labels``, as
             :func:`~tunesmith.train.batching.collate` makes) or a packed row (``input_ids``,
-            ``labels``, ``position_ids``, ``lengths``, from
+            ``labels``, ``position_ids``, ``lengths``, optionally ``prefix``, from
             :func:`~tunesmith.train.batching.collate_packed`); optionally ``weights`` (per example or
             per token) that multiply the token losses.
 
@@ -77,7 +77,7 @@ def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     else:
         backbone, head = _split_model(model)
         if "lengths" in batch:
-            with packed(batch["lengths"]):
+            with packed(batch["lengths"], int(batch.get("prefix", 0))):
                 hidden = backbone(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                                   use_cache=False).last_hidden_state
         else:
