@@ -156,6 +156,8 @@ def test_training_lowers_loss_and_reloads_identically(tiny_model_dir, tiny_token
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any("train_loss" in r for r in rows) and any("val_loss" in r for r in rows)
     assert result.tokens == sum(len(e.input_ids) for e in train) * 5  # no padding counted
+    # The examples share their system prompt: each batch computes it once.
+    assert result.fast_path["prefix_sharing"] and 0 < result.computed_tokens < result.tokens
     assert result.steps == 25 and result.tokens_per_second > 0 and result.peak_rss_mb > 0
 
     lm.model.save_pretrained(tmp_path / "adapter")
