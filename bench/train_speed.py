@@ -258,8 +258,8 @@ def print_report(results: dict[str, Any]) -> None:
             r = results[recipe]
             quality = (f"{r['val_loss']:>10.4f}{r['test_accuracy']:>10.3f}" if "val_loss" in r
                        else f"{'-':>10}{'-':>10}")
-            print(f"{recipe:<11}{r['tokens_per_second']:>10.1f}{r['computed_tokens_per_second']:>12.1f}{r['seconds']:>10.1f}{r['final_train_loss']:>12.4f}"
-                  f"{quality}{r['peak_rss_mib'] / 1024:>8.2f} GiB")
+            print(f"{recipe:<11}{r['tokens_per_second']:>10.1f}{r['computed_tokens_per_second']:>12.1f}"
+                  f"{r['seconds']:>10.1f}{r['final_train_loss']:>12.4f}{quality}{r['peak_rss_mib'] / 1024:>8.2f} GiB")
     if "tunesmith" in results:
         print(f"tunesmith's fast path: {results['tunesmith']['fast_path']}")
     if "speed_ratio" in results:

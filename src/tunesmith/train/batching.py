@@ -73,7 +73,8 @@ def collate_packed(items: Sequence[Encoded], pad_id: int = 0, multiple: int = 1,
     batch instead of one per example.
 
     With ``multiple`` above 1 the row is rounded up to a multiple of it by one more segment of
-    ``pad_id`` tokens with no labels, attended apart like an example. Why: oneDNN, which runs
+    ``pad_id`` tokens with no labels, attended apart like an example (it sees a shared prefix too;
+    without labels, nothing flows back from it). Why: oneDNN, which runs
     PyTorch's bf16 products on the CPU, compiles and keeps code for every new matrix shape, about
     0.6 MB each, and never frees it; a row length new at every step grew the embedded model's
     process by 16 MB per step (measured), while a few rounded lengths stop the growth after the
