@@ -12,8 +12,8 @@ tokens only, and inside :func:`packed` attention gathers each example into a rig
 layout of its own, attends within it and scatters back: no example sees another, and padding
 costs only in the attention products. Where the examples open with the same tokens (a system
 prompt), the row carries them once and every example's layout reads that one copy, whose
-gradient is then the sum of what each example sends back. Padded batches are attended the same way, as a packed row
-of equal-length examples.
+gradient is then the sum of what each example sends back. Padded batches are attended the same
+way, as a packed row of equal-length examples.
 
 The attention is one autograd function (:class:`_PackedCausal`): q, k and v are cast to the
 compute dtype once while being gathered, the causal softmax is one pass of a C kernel

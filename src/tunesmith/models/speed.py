@@ -115,18 +115,17 @@ def speed_up(lm: LoadedModel, skip: Collection[str] = ()) -> dict[str, Any]:
     base = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
     fused = use_fused_lora(lm.model) if "fused_lora" not in skip else 0
     attention = use_fast_attention(base) if "fast_attention" not in skip else False
-    applied: dict[str, Any] = {"fused_lora_layers": fused, "fast_attention": attention,
-                               "packing": attention and "packing" not in skip and not prompt_learning(lm.model),
-                               "prefix_sharing": False,
+    packing = attention and "packing" not in skip and not prompt_learning(lm.model)
+    applied: dict[str, Any] = {"fused_lora_layers": fused, "fast_attention": attention, "packing": packing,
+                               "prefix_sharing": packing and "prefix_sharing" not in skip,
                                "frozen_weights_in_bf16": 0,
                                "swiglu_mlps": use_fast_mlp(base) if "swiglu" not in skip else 0,
                                "rms_norms": use_fast_norm(base) if "rms_norm" not in skip else 0,
                                "rotary_attention": use_fast_rotary(base) if "rotary" not in skip else 0,
                                "shape_multiple": 1,
                                "native_kernels": library() is not None}
-    applied["prefix_sharing"] = applied["packing"] and "prefix_sharing" not in skip
     if "shape_buckets" not in skip:
-        applied["shape_multiple"] = PACKED_MULTIPLE if applied["packing"] else PADDED_MULTIPLE
+        applied["shape_multiple"] = PACKED_MULTIPLE if packing else PADDED_MULTIPLE
     if lm.autocast_dtype is not None and fused and "bf16_weights" not in skip:
         applied["frozen_weights_in_bf16"] = store_frozen_weights(lm.model, lm.autocast_dtype)
     return applied
