@@ -28,7 +28,6 @@ Usage: python bench/train_speed.py [--examples 256] [--batch-size 8] [--seed N] 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
@@ -52,10 +51,9 @@ from tunesmith.models.adapters import BuildContext, apply_adapter, get_method
 from tunesmith.models.load import load_base_model, load_tokenizer
 from tunesmith.models.precision import choose_precision
 from tunesmith.models.resolve import resolve_base
-from tunesmith.models.speed import PARTS, speed_up
+from tunesmith.fastpath.apply import PARTS
 from tunesmith.project import init_project
 from tunesmith.train.cost import build_on_meta, head_cost, step_cost
-from tunesmith.train import loop
 from tunesmith.train.batching import random_batches
 from tunesmith.train.loop import train_adapter
 from tunesmith.train.loss import evaluate_loss
@@ -107,14 +105,18 @@ def run_recipe(recipe: str, args: argparse.Namespace) -> dict[str, Any]:
     seed = cfg.project.seed if args.seed is None else args.seed
     torch.manual_seed(seed)
     if recipe == "tunesmith":
-        if args.without:  # measure what the left-out parts of the fast path buy
-            loop.speed_up = functools.partial(speed_up, skip=args.without.split(","))
+        if args.without:  # measure what the left-out parts of the fast path buy: the project setting, as a user sets it
+            left_out = set(args.without.split(","))
+            tcfg = tcfg.model_copy(update={"fast_path": [p for p in PARTS if p not in left_out]})
         lm.model = apply_adapter(lm.model, cfg.adapter, BuildContext(total_steps=steps, model_path=path))
         start = time.perf_counter()
         result = train_adapter(lm, train_enc, [], tcfg, seed=seed, method=method)
         seconds = time.perf_counter() - start
         losses = [r["train_loss"] for r in result.history if "train_loss" in r]
         fast_path, computed = result.fast_path, result.computed_tokens
+        if fast_path["warnings"]:  # a half-applied path would measure something other than what tunesmith is
+            raise SystemExit("the fast path did not apply in full, so there is nothing true to measure:\n  "
+                             + "\n  ".join(fast_path["warnings"]))
         if result.steps != steps or result.tokens != sum(len(e.input_ids) for e in train_enc):
             raise SystemExit(f"tunesmith trained {result.steps} steps and {result.tokens} tokens, not one whole epoch")
     else:

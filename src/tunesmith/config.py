@@ -296,6 +296,11 @@ class AdapterConfig(_Section):
     folder of the same method (transfer learning)."""
 
 
+#: The parts of the CPU fast path for training (:mod:`tunesmith.fastpath`), by name.
+FastPathPart = Literal["fused_lora", "seeded_dropout", "fast_attention", "packing", "prefix_sharing", "bf16_weights",
+                       "swiglu", "rms_norm", "rotary", "shape_buckets"]
+
+
 class TrainConfig(_Section):
     """The optimisation loop."""
 
@@ -340,6 +345,12 @@ class TrainConfig(_Section):
     checkpoint_every: int | None = Field(None, gt=0)
     """Write a resumable checkpoint (weights, optimiser, scheduler, RNG states, data position) every
     N optimiser steps; None writes one at every validation. ``tunesmith run --resume RUN`` continues from it."""
+    fast_path: Literal["auto", "off"] | list[FastPathPart] = "auto"
+    """The training fast path (same arithmetic, less time and memory): ``auto`` applies every part
+    that fits the model and hardware and warns about any that should fit but do not; ``off`` trains
+    the model exactly as transformers and PEFT define it; a list applies only the parts named
+    (fused_lora, seeded_dropout, fast_attention, packing, prefix_sharing, bf16_weights, swiglu,
+    rms_norm, rotary, shape_buckets). Whatever it changed on the model is undone after training."""
 
 
 class FairnessConfig(_Section):

@@ -50,6 +50,7 @@ from tunesmith.train.checkpoint import latest_checkpoint
 from tunesmith.train.loop import TrainResult, is_main_process, plan_steps, train_adapter, world_size
 from tunesmith.tracking import Trackers, check_trackers, open_trackers, report_summary
 from tunesmith.ui import console
+from tunesmith.versions import library_versions
 
 
 def preflight(cfg: Config) -> None:
@@ -148,6 +149,7 @@ def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, ba
     report = build_report(cfg=cfg, run_id=run.id, model_info=model_info, data=data, baseline=baseline,
                           tuned=tuned, train=result, timings=timings)
     report.update({k: v for k, v in (extra or {}).items() if v is not None})
+    report["versions"] = library_versions()
     run.report_json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     if result is not None:
         plot_loss(result.history, run.loss_plot, title=f"{cfg.project.name}: loss")
@@ -242,6 +244,7 @@ def _start_run(cfg: Config) -> RunPaths:
         run = new_run(cfg.project.runs_dir, cfg.objective.task)
     if is_main_process():
         run.config.write_text(config_to_yaml(cfg), encoding="utf-8")
+        run.versions.write_text(json.dumps(library_versions(), indent=2))
     return run
 
 

@@ -37,6 +37,7 @@ class RunPaths:
     confusion_plot = property(lambda self: self.root / "confusion.png")
     report_html = property(lambda self: self.root / "report.html")
     status = property(lambda self: self.root / STATUS_FILE)
+    versions = property(lambda self: self.root / "versions.json")
 
 
 def new_run(runs_dir: Path, task: str) -> RunPaths:

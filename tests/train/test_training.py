@@ -11,7 +11,7 @@ from tunesmith.config import AdapterConfig, TrainConfig
 from tunesmith.data.encode import IGNORE_INDEX, encode_example
 from tunesmith.data.examples import Example
 from tunesmith.models.adapters import apply_adapter, load_adapter
-from tunesmith.models.fast_attention import use_fast_attention
+from tunesmith.fastpath.attention import use_fast_attention
 from tunesmith.models.load import load_base_model
 from tunesmith.train.batching import collate, collate_packed, random_batches, shared_prefix
 from tunesmith.train.loop import train_adapter

@@ -23,7 +23,6 @@ from transformers import BitsAndBytesConfig
 
 from tunesmith.config import AdapterConfig
 from tunesmith.errors import ConfigError, ModelError
-from tunesmith.models.fast_dropout import use_fast_dropout
 
 MARKER = "tunesmith_adapter.json"
 WEIGHTS = "trainable.safetensors"
@@ -353,7 +352,6 @@ def apply_adapter(model: Any, cfg: AdapterConfig, ctx: BuildContext | None = Non
         model = method.build(model, cfg, method_options(cfg), ctx or BuildContext())
     except ValueError as exc:
         raise ConfigError(f"adapter: {exc}") from exc
-    use_fast_dropout(model)
     return model
 
 

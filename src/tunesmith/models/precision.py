@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 import weakref
 from pathlib import Path
 
@@ -47,7 +48,9 @@ def choose_precision(setting: str, device: torch.device) -> torch.dtype | None:
 
 
 # id(source) -> (a weak reference to it, its version when cast, the cast); an entry goes with its source.
+# The lock keeps look-up and insertion whole when several threads compute (a server's workers).
 _casts: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}
+_casts_lock = threading.Lock()
 
 
 def cast_once(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -61,7 +64,8 @@ def cast_once(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if tensor.dtype == dtype:
         return tensor.detach()
     key = id(tensor)
-    entry = _casts.get(key)
+    with _casts_lock:
+        entry = _casts.get(key)
     if entry is not None and entry[0]() is tensor and entry[1] == tensor._version and entry[2].dtype == dtype:
         return entry[2]
     with torch.no_grad():
@@ -73,4 +77,11 @@ def cast_once(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def remember_cast(tensor: torch.Tensor, cast: torch.Tensor) -> None:
     """Make ``cast`` what :func:`cast_once` returns for ``tensor`` in ``cast.dtype`` (one that computed both at once)."""
     key = id(tensor)
-    _casts[key] = (weakref.ref(tensor, lambda _: _casts.pop(key, None)), tensor._version, cast)
+    with _casts_lock:
+        _casts[key] = (weakref.ref(tensor, lambda _: _casts.pop(key, None)), tensor._version, cast)
+
+
+def forget_casts() -> None:
+    """Drop every cast :func:`cast_once` keeps (the fast path does when training ends)."""
+    with _casts_lock:
+        _casts.clear()

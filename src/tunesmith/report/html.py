@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tunesmith.report.tasks import per_task_table, shares_sentence
+from tunesmith.report.tasks import fast_path_sentence, per_task_table, shares_sentence
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:.92em}
@@ -127,6 +127,11 @@ def render_html(report: dict[str, Any], plots: dict[str, Path]) -> str:
     t = report.get("train")
     if t:
         parts += ["<h2>Training</h2>", f"<p>{t['steps']} steps in {t['seconds']:.1f} s; {t['tokens']:,} tokens at "
-                  f"{t['tokens_per_second']:.0f} tokens/s; peak memory {t['peak_rss_mb']:.0f} MiB.</p>"]
+                  f"{t['tokens_per_second']:.0f} tokens/s; peak memory {t['peak_rss_mb']:.0f} MiB.</p>",
+                  f"<p>Fast path: {html.escape(fast_path_sentence(t.get('fast_path') or {}))}</p>"]
+        parts += [f"<p><b>warning:</b> fast path: {html.escape(w)}</p>" for w in (t.get("fast_path") or {}).get("warnings", [])]
+    vs = report.get("versions")
+    if vs:
+        parts.append("<p class='muted'>Software: " + html.escape(", ".join(f"{k} {v}" for k, v in vs.items() if v)) + ".</p>")
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>tunesmith report</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tunesmith.report.tasks import per_task_table, shares_sentence
+from tunesmith.report.tasks import fast_path_sentence, per_task_table, shares_sentence
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -163,7 +163,12 @@ def render_markdown(report: dict[str, Any], tuned_rows: Sequence[dict[str, Any]]
                   f"- peak memory (RSS): **{t['peak_rss_mb']:.0f} MiB**",
                   f"- kept the weights of step {t['best_step']}"
                   + (f" (validation loss {t['best_val_loss']:.4f})" if t["best_val_loss"] is not None else ""),
-                  "", "![loss curves](loss.png)"]
+                  f"- fast path: {fast_path_sentence(t.get('fast_path') or {})}"]
+        lines += [f"- ⚠️ fast path: {w}" for w in (t.get("fast_path") or {}).get("warnings", [])]
+        lines += ["", "![loss curves](loss.png)"]
+    vs = report.get("versions")
+    if vs:
+        lines += ["", "Software: " + ", ".join(f"{k} {v}" for k, v in vs.items() if v) + "."]
     tm = report.get("timings", {})
     if tm:
         lines += ["", "## Time", "", "| step | seconds |", "|---|---|"]

@@ -58,7 +58,7 @@ def collate_packed(items: Sequence[Encoded], pad_id: int = 0, multiple: int = 1,
     """Concatenate a batch into one row; each example keeps its own positions.
 
     ``position_ids`` restart at 0 for every example and ``lengths`` says where each one ends, so
-    attention can be kept inside each example (:func:`tunesmith.models.fast_attention.packed`).
+    attention can be kept inside each example (:func:`tunesmith.fastpath.attention.packed`).
     The first token of every example gets no label: in the row it would be predicted from the
     previous example's last token, which an unpacked batch never does. A ``weights`` tensor (one
     per token) is added only when some example's weight is not 1.

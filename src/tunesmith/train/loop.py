@@ -21,7 +21,7 @@ from tunesmith.data.encode import Encoded
 from tunesmith.errors import UserError
 from tunesmith.models.adapters import Method, get_method, trainable_state
 from tunesmith.models.load import LoadedModel
-from tunesmith.models.speed import speed_up
+from tunesmith.fastpath.apply import FastPathReport, fast_path
 from tunesmith.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from tunesmith.train.batching import collate, collate_packed, random_batches
 from tunesmith.train.loss import completion_loss, evaluate_loss
@@ -50,7 +50,7 @@ class TrainResult:
         final_train_loss: Mean training loss over the last logging window.
         history: Every row of ``metrics.jsonl``.
         resumed_from: The checkpoint step this process continued from, or None.
-        fast_path: What :func:`~tunesmith.models.speed.speed_up` applied to the model.
+        fast_path: What :func:`~tunesmith.fastpath.apply.fast_path` applied to the model (its report as a dict).
     """
 
     steps: int
@@ -152,8 +152,9 @@ def train_adapter(
     ``cfg.early_stopping_patience`` validations without improvement stop the run. With
     ``checkpoint_dir``, a resumable checkpoint is written every ``cfg.checkpoint_every`` steps
     (default: at each validation); with ``resume``, training continues from the latest one and
-    ends where an uninterrupted run would. The model is first put on the fast path
-    (:func:`~tunesmith.models.speed.speed_up`): the same arithmetic with less time and memory.
+    ends where an uninterrupted run would. The model trains on the fast path that ``cfg.fast_path``
+    asks for (:func:`~tunesmith.fastpath.apply.fast_path`): the same arithmetic with less time and
+    memory; when it returns, the model is again as transformers and PEFT define it.
 
     Launched as several processes (``accelerate launch``), each process takes an equal share of
     every batch (``cfg.batch_size`` is per process) and gradients are averaged by DDP or FSDP,
@@ -179,8 +180,17 @@ def train_adapter(
     Raises:
         UserError: ``resume`` without a readable checkpoint.
     """
+    with fast_path(lm, cfg.fast_path) as applied:
+        return _train(lm, train_set, val_set, cfg, applied, seed=seed, method=method, metrics_path=metrics_path,
+                      checkpoint_dir=checkpoint_dir, resume=resume, on_eval=on_eval, on_log=on_log)
+
+
+def _train(lm: LoadedModel, train_set: Sequence[Encoded], val_set: Sequence[Encoded], cfg: TrainConfig,
+           applied: FastPathReport, *, seed: int, method: Method | None, metrics_path: Path | None,
+           checkpoint_dir: Path | None, resume: bool, on_eval: Callable[[int, float], None] | None,
+           on_log: Callable[[dict[str, Any]], None] | None) -> TrainResult:
+    """:func:`train_adapter`'s loop, on the model as the fast path left it (``applied`` says how)."""
     method = method or get_method("lora")
-    fast_path = speed_up(lm)
     model, device = lm.model, lm.device
     pad_id = lm.tokenizer.pad_token_id
     if cfg.threads:
@@ -203,7 +213,7 @@ def train_adapter(
         step_loss_module, optimizer = acc.prepare(step_loss_module, optimizer)
     eval_every = cfg.eval_every or steps_per_epoch
     checkpoint_every = cfg.checkpoint_every or eval_every
-    pack = fast_path["packing"]
+    pack = applied.packing
     saves = checkpoint_dir is not None and rank == 0
 
     st, best_state, resumed_from = LoopState(), None, None
@@ -257,8 +267,8 @@ def train_adapter(
                     mine, scale = items[rank::world], float(world)
                     if not mine:  # fewer examples than processes: take part in the gradient sync with zero weight
                         mine, scale = items[:1], 0.0
-                    multiple = fast_path["shape_multiple"]
-                    tensors = (collate_packed(mine, pad_id, multiple, fast_path["prefix_sharing"]) if pack
+                    multiple = applied.shape_multiple
+                    tensors = (collate_packed(mine, pad_id, multiple, applied.prefix_sharing) if pack
                                else collate(mine, pad_id, multiple))
                     batch = {key: v.to(device) for key, v in tensors.items()}
                     sync = nullcontext() if acc is None or m == len(encoded_groups) - 1 else acc.no_sync(step_loss_module)
@@ -316,7 +326,7 @@ def train_adapter(
         peak_rss_mb=round(peak_rss_mb(), 1),
         best_step=st.best_step, best_val_loss=None if best_state is None else st.best_loss,
         stopped_early=st.stopped_early, final_train_loss=st.last_train_loss, history=log.rows,
-        resumed_from=resumed_from, fast_path=fast_path,
+        resumed_from=resumed_from, fast_path=applied.to_dict(),
     )
 
 

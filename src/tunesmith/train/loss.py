@@ -12,8 +12,8 @@ from torch import nn
 
 from tunesmith.data.encode import IGNORE_INDEX, Encoded
 from tunesmith.models.adapters import prompt_learning
-from tunesmith.models.fast_attention import packed
-from tunesmith.models.speed import frozen_cast
+from tunesmith.fastpath.attention import packed
+from tunesmith.fastpath.apply import frozen_cast
 from tunesmith.train.batching import collate, padded_length, sequential_batches
 
 

@@ -3,7 +3,7 @@
 Llama's ``RMSNorm.forward`` is six PyTorch operators (cast, square, mean, add, rsqrt, two
 products), and autograd keeps the normalised rows in fp32 besides the input for the backward pass,
 which is as many again. Under bf16 autocast the next linear layers then cast the fp32 output to
-bf16 once more. Here, on the CPU with the C kernels (:mod:`tunesmith.models.native`), one pass
+bf16 once more. Here, on the CPU with the C kernels (:mod:`tunesmith.fastpath.native`), one pass
 computes the output in fp32 and its bf16 rounding together (the latter is handed to
 :func:`~tunesmith.models.precision.cast_once`, where the fused LoRA layers look for it), keeping
 only the input and one number per row; the backward pass is one pass too. The weight must be
@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from tunesmith.models.native import library
+from tunesmith.fastpath.native import library
 from tunesmith.models.precision import remember_cast
-from tunesmith.models.routing import route, same_code
+from tunesmith.fastpath.routing import route, same_code
 
 
 class _RMSNorm(torch.autograd.Function):

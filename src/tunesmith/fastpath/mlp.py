@@ -6,7 +6,7 @@ product's). ``silu(gate)`` is cheap to compute again, so here only ``gate`` and 
 and the backward pass recomputes it with the same operators on the same values, with a third
 less of the MLP's activation memory (65 MB per step for the embedded model at 726 tokens).
 
-On the CPU in bf16 both passes are one loop of a C kernel each (:mod:`tunesmith.models.native`)
+On the CPU in bf16 both passes are one loop of a C kernel each (:mod:`tunesmith.fastpath.native`)
 instead of two and four PyTorch operators, rounding where they round; the C library's ``expf``
 differs from PyTorch's in the last bit, so a result can be one or two bf16 steps from theirs (the
 tests bound it). Elsewhere the PyTorch operators run, bit for bit autograd's.
@@ -22,8 +22,8 @@ from torch import nn
 from transformers.activations import SiLUActivation
 from transformers.models.llama.modeling_llama import LlamaMLP
 
-from tunesmith.models.native import library
-from tunesmith.models.routing import route, same_code
+from tunesmith.fastpath.native import library
+from tunesmith.fastpath.routing import route, same_code
 
 
 def _kernels(*tensors: torch.Tensor) -> Any:

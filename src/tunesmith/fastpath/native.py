@@ -90,19 +90,25 @@ def _build(compiler: str) -> Path:
     return target
 
 
+_why_not: list[str] = []  # why library() returned None, once it has
+
+
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The compiled kernels, or None where they cannot be had (no compiler, failed build, turned off)."""
     if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+        _why_not.append(f"turned off by {DISABLE_ENV}")
         return None
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
+        _why_not.append("no C compiler (cc or $CC) found")
         warnings.warn("no C compiler (cc or $CC) found: tunesmith's CPU kernels are off and training uses "
                       "slower PyTorch operators instead", stacklevel=2)
         return None
     try:
         lib = ctypes.CDLL(str(_build(compiler)))
     except OSError as err:
+        _why_not.append(f"the build failed: {str(err).splitlines()[0]}")
         warnings.warn(f"tunesmith's CPU kernels are off ({err}); training uses slower PyTorch operators instead",
                       stacklevel=2)
         return None
@@ -110,3 +116,10 @@ def library() -> ctypes.CDLL | None:
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes
     return lib
+
+
+def unavailable_reason() -> str | None:
+    """Why :func:`library` gives None (no compiler, a failed build, turned off), or None when the kernels load."""
+    if library() is not None:
+        return None
+    return _why_not[-1] if _why_not else "not built"

@@ -17,7 +17,7 @@ way, as a packed row of equal-length examples.
 
 The attention is one autograd function (:class:`_PackedCausal`): q, k and v are cast to the
 compute dtype once while being gathered, the causal softmax is one pass of a C kernel
-(:mod:`tunesmith.models.native`: scale, mask, softmax in fp32, bf16 out) and so is its backward,
+(:mod:`tunesmith.fastpath.native`: scale, mask, softmax in fp32, bf16 out) and so is its backward,
 and the backward pass reads gradients back with the same row indices instead of autograd's
 zero-filled scatter. What it keeps is the padded bf16 q, k, v and the bf16 probabilities (autograd
 kept the fp32 softmax output besides). On the embedded model at 726 packed tokens a layer's
@@ -48,7 +48,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import AttentionInterface
 
-from tunesmith.models.native import library
+from tunesmith.fastpath.native import library
 
 NAME = "tunesmith_causal"
 MAX_LENGTH = 256

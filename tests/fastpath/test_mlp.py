@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.conftest import build_tiny_model
-from tunesmith.models import fast_mlp, native
-from tunesmith.models.fast_mlp import swiglu, use_fast_mlp
+from tunesmith.fastpath import mlp as fast_mlp, native
+from tunesmith.fastpath.mlp import swiglu, use_fast_mlp
 
 
 def _grads(fn, dtype, shape=(37, 96), scale=1.0):

@@ -7,8 +7,8 @@ from torch import nn
 from tests.conftest import build_tiny_model
 from tunesmith.config import AdapterConfig
 from tunesmith.models.adapters import apply_adapter
-from tunesmith.models.fast_dropout import FastDropout, _words, apply_keep, keep_mask, use_fast_dropout
-from tunesmith.models.native import library
+from tunesmith.fastpath.dropout import FastDropout, _words, apply_keep, keep_mask, use_fast_dropout, use_plain_dropout
+from tunesmith.fastpath.native import library
 
 # SplitMix64 with seed 0 (Vigna's reference generator): its first three outputs.
 SPLITMIX64_SEED0 = [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
@@ -83,12 +83,16 @@ def test_same_seed_same_mask_and_eval_is_identity():
     assert torch.equal(drop.eval()(x), x)
 
 
-def test_apply_adapter_swaps_only_adapter_dropout(tiny_tokenizer):
+def test_only_adapter_dropout_is_swapped_and_swapped_back(tiny_tokenizer):
     model = apply_adapter(build_tiny_model(tiny_tokenizer), AdapterConfig(method="lora", dropout=0.1))
+    assert use_fast_dropout(model) == 14  # two blocks, seven linear layers each
     swapped = [m for n, m in model.named_modules() if isinstance(m, FastDropout)]
     adapted = [n for n, m in model.named_modules() if n.endswith("lora_dropout")]
-    assert len(swapped) == len(adapted) == 14  # two blocks, seven linear layers each
+    assert len(swapped) == len(adapted) == 14
     assert all(m.p == 0.1 for m in swapped)
     assert use_fast_dropout(model) == 0  # nothing left to replace
+    assert use_plain_dropout(model) == 14
+    assert not any(isinstance(m, FastDropout) for m in model.modules())
+    assert all(m.p == 0.1 for n, m in model.named_modules() if type(m) is nn.Dropout and "lora_dropout" in n)
     plain = nn.Sequential(nn.Dropout(0.3))
     assert use_fast_dropout(plain) == 0 and type(plain[0]) is nn.Dropout

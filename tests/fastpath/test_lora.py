@@ -9,13 +9,15 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from tests.conftest import build_tiny_model
 from tunesmith.config import AdapterConfig
 from tunesmith.models.adapters import apply_adapter
-from tunesmith.models.fused_lora import use_fused_lora
+from tunesmith.fastpath.dropout import use_fast_dropout
+from tunesmith.fastpath.lora import use_fused_lora
 from tunesmith.models.precision import cast_once
 
 
 def _pair(model, method="lora", dropout=0.0):
     """A PEFT model with non-zero adapter weights, and a copy of it routed through the fused layer."""
     ref = apply_adapter(model, AdapterConfig(method=method, dropout=dropout))
+    use_fast_dropout(ref)  # PEFT's layers with the seeded masks the fused layer draws
     torch.manual_seed(1)
     for name, p in ref.named_parameters():
         if "lora_B" in name:

@@ -10,7 +10,7 @@ the adapter's own products (profiled on the embedded model, batch 8 x 90 tokens)
 - q, k and v (and gate and up) read the same input, each casting and keeping its own bf16 copy.
 
 Here the input is cast once per distinct tensor (q, k and v share it), dropout zeroes elements of
-the bf16 copy by a seeded mask (:mod:`tunesmith.models.fast_dropout`; its ``1/(1-p)`` is folded into
+the bf16 copy by a seeded mask (:mod:`tunesmith.fastpath.dropout`; its ``1/(1-p)`` is folded into
 the small rank-r product), and the backward pass computes exactly the gradients autograd would,
 with the input gradient of the base product and of the adapter accumulated by one fused ``addmm``.
 What is kept for backward is the shared bf16 input, the mask's seed and the rank-r product: the
@@ -30,11 +30,17 @@ import torch
 from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
-from tunesmith.models.fast_dropout import apply_keep, draw_seed, keep_scale
+from tunesmith.fastpath.dropout import apply_keep, draw_seed, keep_scale
+from tunesmith.fastpath.routing import set_forward
 from tunesmith.models.precision import cast_once
 
 
 _scratch = threading.local()
+
+
+def clear_scratch() -> None:
+    """Free this thread's buffer for dropped inputs (the fast path does when training ends)."""
+    _scratch.__dict__.pop("buf", None)
 
 
 def _dropped(x2: torch.Tensor, p: float, seed: int) -> torch.Tensor:
@@ -147,6 +153,6 @@ def use_fused_lora(model: nn.Module) -> int:
     for module in model.modules():
         if fusable(module):
             if "forward" not in vars(module):
-                module.forward = types.MethodType(_fused_forward, module)
+                set_forward(module, types.MethodType(_fused_forward, module))
             count += fused_adapter(module) is not None  # a DoRA layer is routed but served by PEFT
     return count

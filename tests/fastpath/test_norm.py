@@ -6,8 +6,8 @@ from torch import nn
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from tests.conftest import build_tiny_model
-from tunesmith.models import native
-from tunesmith.models.fast_norm import rms_norm, use_fast_norm
+from tunesmith.fastpath import native
+from tunesmith.fastpath.norm import rms_norm, use_fast_norm
 from tunesmith.models.precision import cast_once
 
 

@@ -3,15 +3,17 @@
 Llama's ``apply_rotary_pos_emb`` multiplies bf16 queries and keys by fp32 cosines and sines, so
 it makes fp32 copies of both (twice the bytes), in five operators over a strided layout, and the
 attention casts them back to bf16 right after; backward is as many operators again. Here one pass
-of a C kernel (:mod:`tunesmith.models.native`) computes the same fp32 arithmetic and writes bf16
+of a C kernel (:mod:`tunesmith.fastpath.native`) computes the same fp32 arithmetic and writes bf16
 in the layout the linear layer produced, and one pass computes the gradient. The result is the
 reference's rounded to bf16, which is what any attention under bf16 autocast reads (the kernel
 may fuse a product and a sum, so a value can differ from the reference's in its last bf16 bit).
 
 It serves training only (gradients on, bf16 autocast, bf16 queries and keys, fp32 tables, the
 CPU): evaluation and generation keep the reference function, so their caches keep its dtype.
-Attention modules are routed by giving their own ``forward`` code a namespace in which
-``apply_rotary_pos_emb`` is :func:`rotary`; architectures that copy Llama's function qualify.
+On transformers 5 each attention module's private wrapper of ``apply_rotary_pos_emb`` (its
+hub-kernel plug-in point) is given the kernels; on transformers 4 the module's own ``forward``
+code runs in a namespace in which ``apply_rotary_pos_emb`` is :func:`rotary`. Architectures that
+copy Llama's function qualify.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import torch
 from torch import nn
 from transformers.models.llama import modeling_llama
 
-from tunesmith.models.native import library
-from tunesmith.models.routing import route, same_code
+from tunesmith.fastpath.native import library
+from tunesmith.fastpath.routing import hub_function, route, same_code, set_forward
 
-_REFERENCE = modeling_llama.apply_rotary_pos_emb
+# Llama's own function (transformers 5 wraps it in a hub-kernel module; the function is inside).
+_REFERENCE = hub_function(modeling_llama.apply_rotary_pos_emb)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool) -> torch.Tensor:
@@ -70,6 +73,11 @@ def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
     """``apply_rotary_pos_emb`` with its signature: the kernels where they serve, else the reference."""
     if not _served(q, k, cos, sin, unsqueeze_dim):
         return _REFERENCE(q, k, cos, sin, unsqueeze_dim)
+    return _kernel_pair(q, k, cos, sin)
+
+
+def _kernel_pair(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
+                 sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     batch = q.shape[0]  # tables made for one row serve every row of a padded batch
     cos, sin = (t.expand(batch, *t.shape[1:]).contiguous() for t in (cos, sin))
     return _Rotary.apply(q, cos, sin), _Rotary.apply(k, cos, sin)
@@ -86,15 +94,58 @@ def _routed(forward: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _calls_llamas_rotary(module: nn.Module) -> bool:
+    """transformers 4 (and 5 without ``kernels``): the class's forward calls a plain copy of Llama's function."""
     forward = getattr(type(module), "forward", None)
     code = getattr(forward, "__code__", None)
     return (code is not None and "apply_rotary_pos_emb" in code.co_names
             and same_code(forward.__globals__.get("apply_rotary_pos_emb"), _REFERENCE))
 
 
+def _private_rotary(module: nn.Module) -> nn.Module | None:
+    """transformers 5 with ``kernels``: the module's own wrapper of a copy of Llama's function, or None.
+
+    ``@use_kernelized_func(apply_rotary_pos_emb)`` gives each attention module a private instance
+    of the function's hub-kernel module (in ``_kernel_funcs``), and the module-level function
+    dispatches to it while that attention runs: the plug-in point meant for replacing it.
+    """
+    for private in (vars(module).get("_kernel_funcs") or {}).values():
+        if same_code(hub_function(private), _REFERENCE):
+            return private
+    return None
+
+
+def _use_private(private: nn.Module) -> None:
+    """Route one private wrapper to :func:`rotary`, falling back to its own forward (the reference)."""
+    if "forward" in vars(private):
+        return
+    reference = private.forward  # the class's forward, bound: calls the plain function
+
+    def forward(self: nn.Module, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                unsqueeze_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        if not _served(q, k, cos, sin, unsqueeze_dim):
+            return reference(q, k, cos, sin, unsqueeze_dim)
+        return _kernel_pair(q, k, cos, sin)
+
+    # A bound method, as kernels expects of a wrapper's forward (it reads ``forward.__func__``).
+    set_forward(private, types.MethodType(forward, private))
+
+
+def rotary_modules(model: nn.Module) -> int:
+    """How many attention modules of ``model`` apply rotary embeddings by Llama's function (routed or not)."""
+    return sum(1 for m in model.modules() if _private_rotary(m) is not None or _calls_llamas_rotary(m))
+
+
 def use_fast_rotary(model: nn.Module) -> int:
     """Route the attention modules of ``model`` that call Llama's rotary function to :func:`rotary`; returns how many.
 
-    Calling it again changes nothing and returns the same count.
+    On transformers 5 (with ``kernels``) each module's private function wrapper gets the kernels;
+    on transformers 4 the module's own forward code runs in a namespace where the name is
+    :func:`rotary`. Calling it again changes nothing and returns the same count.
     """
-    return route(model, _calls_llamas_rotary, lambda module: _routed(type(module).forward))
+    count = 0
+    for module in model.modules():
+        private = _private_rotary(module)
+        if private is not None:
+            _use_private(private)
+            count += 1
+    return count + route(model, _calls_llamas_rotary, lambda module: _routed(type(module).forward))

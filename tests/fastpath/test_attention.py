@@ -5,9 +5,9 @@ import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from tests.conftest import build_tiny_model
-from tunesmith.models.fast_attention import (MAX_LENGTH, NAME, Packing, _softmax, _softmax_backward, causal_attention,
+from tunesmith.fastpath.attention import (MAX_LENGTH, NAME, Packing, _softmax, _softmax_backward, causal_attention,
                                             packed, use_fast_attention)
-from tunesmith.models.native import library
+from tunesmith.fastpath.native import library
 
 
 class _Attn(torch.nn.Module):

@@ -1,14 +1,18 @@
 """The rotary kernels give Llama's rotary embedding, rounded to bf16, and autograd's very gradients."""
 
+import types
+
 import pytest
 import torch
+from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from tests.conftest import build_tiny_model
 from tunesmith.config import AdapterConfig
-from tunesmith.models import native
+from tunesmith.fastpath import native
 from tunesmith.models.adapters import apply_adapter
-from tunesmith.models.fast_rotary import rotary, use_fast_rotary
+from tunesmith.fastpath.rotary import rotary, use_fast_rotary
+from tunesmith.fastpath.routing import hub_function, unroute
 
 
 def _tables(length, dim, batch=1):
@@ -69,3 +73,27 @@ def test_models_attention_is_routed_and_trains_the_same(tiny_tokenizer):
     assert torch.equal(loss1, loss0)  # attention under autocast reads bf16 either way
     for a, b in zip(grads0, grads1):
         assert torch.equal(a, b)
+
+
+def _attention_as_in_transformers_4(self, q, k, cos, sin):
+    return apply_rotary_pos_emb(q, k, cos, sin)
+
+
+def test_transformers_4_attention_is_routed_by_its_namespace_and_given_back():
+    # transformers 4 (and 5 without the kernels package): the attention's forward calls a plain function.
+    plain = hub_function(apply_rotary_pos_emb)
+    forward = types.FunctionType(_attention_as_in_transformers_4.__code__, {"apply_rotary_pos_emb": plain})
+    module = type("Attention4", (nn.Module,), {"forward": forward})()
+    q = torch.randn(1, 2, 5, 8).bfloat16().requires_grad_()
+    k = torch.randn(1, 2, 5, 8).bfloat16().requires_grad_()
+    cos, sin = _tables(5, 8)
+
+    def out_dtype():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return module(q, k, cos, sin)[0].dtype
+
+    assert out_dtype() == torch.float32  # the reference
+    assert use_fast_rotary(module) == 1 and use_fast_rotary(module) == 1
+    assert out_dtype() == torch.bfloat16  # the kernels
+    assert unroute(module) == 1 and "forward" not in vars(module)
+    assert out_dtype() == torch.float32

@@ -6,8 +6,8 @@ import stat
 import pytest
 import torch
 
-from tunesmith.models import native
-from tunesmith.models.fast_dropout import keep_mask, threshold
+from tunesmith.fastpath import native
+from tunesmith.fastpath.dropout import keep_mask, threshold
 
 
 @pytest.fixture
