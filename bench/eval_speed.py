@@ -23,7 +23,7 @@ from transformers.utils import logging as hf_logging
 from tunesmith.config import load_config
 from tunesmith.data.encode import encode_prompt
 from tunesmith.data.prepare import prepare_splits
-from tunesmith.evaluate.generate import generate_batched
+from tunesmith.inference.generate import generate_batched
 from tunesmith.models.load import load_base_model
 from tunesmith.models.resolve import resolve_base
 from tunesmith.project import init_project

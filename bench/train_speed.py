@@ -46,18 +46,18 @@ from transformers.utils import logging as hf_logging
 from tunesmith.config import load_config
 from tunesmith.data.encode import encode_example, encode_prompt
 from tunesmith.data.prepare import prepare_splits
-from tunesmith.evaluate.generate import generate_batched
+from tunesmith.inference.generate import generate_batched
 from tunesmith.models.adapters import BuildContext, apply_adapter, get_method
 from tunesmith.models.load import load_base_model, load_tokenizer
 from tunesmith.models.precision import choose_precision
 from tunesmith.models.resolve import resolve_base
 from tunesmith.fastpath.apply import PARTS
 from tunesmith.project import init_project
-from tunesmith.train.cost import build_on_meta, head_cost, step_cost
+from tunesmith.plan.cost import build_on_meta, head_cost, step_cost
 from tunesmith.train.batching import random_batches
 from tunesmith.train.loop import train_adapter
 from tunesmith.train.loss import evaluate_loss
-from tunesmith.ui import peak_rss_mb
+from tunesmith.console import peak_rss_mb
 
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
 

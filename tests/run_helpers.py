@@ -6,8 +6,8 @@ from pathlib import Path
 
 from tests.conftest import write_classification_data
 from tunesmith.config import load_config
-from tunesmith.pipeline import run_pipeline
-from tunesmith.runs import RunPaths
+from tunesmith.recipes.finetune import run_pipeline
+from tunesmith.runs.folder import RunPaths
 
 
 def make_tiny_project(folder: Path, model_dir: Path) -> Path:

@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tunesmith.cli import app
-from tunesmith.config import TASKS, load_config
+from tunesmith.config import load_config
+from tunesmith.tasks import TASKS
 from tunesmith.data.prepare import prepare_splits
 
 runner = CliRunner()

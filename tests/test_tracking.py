@@ -17,7 +17,7 @@ from tests.run_helpers import make_tiny_project, run_tiny
 from tunesmith.cli import app
 from tunesmith.config import Config, load_config
 from tunesmith.errors import ConfigError, UserError
-from tunesmith.runs import RunPaths
+from tunesmith.runs.folder import RunPaths
 from tunesmith.tracking import MlflowTracker, Trackers, report_summary
 
 # Nothing may reach a network: W&B offline, no MLflow telemetry, W&B's caches in the test's folder.

@@ -17,17 +17,10 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializerFu
                       model_serializer, model_validator)
 
 from tunesmith.errors import ConfigError
+from tunesmith.tasks import TASKS, get_task
 
-Task = Literal["classification", "qa", "summarization", "generation"]
-TASKS: tuple[str, ...] = ("classification", "qa", "summarization", "generation")
-
-#: The primary metric each task is judged by unless ``objective.metric`` says otherwise.
-DEFAULT_METRIC: dict[str, str] = {
-    "classification": "accuracy",
-    "qa": "token_f1",
-    "summarization": "rougeL",
-    "generation": "rougeL",
-}
+#: The task types of the registry (:mod:`tunesmith.tasks`), as a type the schema checks.
+Task = Literal[tuple(TASKS)]  # type: ignore[valid-type]
 
 
 class _Section(BaseModel):
@@ -58,7 +51,7 @@ class ObjectiveConfig(_Section):
     @property
     def primary_metric(self) -> str:
         """The metric the verdict is based on."""
-        return self.metric or DEFAULT_METRIC[self.task]
+        return self.metric or get_task(self.task).primary_metric
 
 
 class SplitConfig(_Section):

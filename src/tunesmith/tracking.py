@@ -22,8 +22,8 @@ from rich.markup import escape
 
 from tunesmith.config import Config, TrainConfig, flatten_config
 from tunesmith.errors import UserError
-from tunesmith.runs import RunPaths
-from tunesmith.ui import console
+from tunesmith.runs.folder import RunPaths
+from tunesmith.console import console
 
 INSTALL_HINT = "pip install 'tunesmith[track]'"
 

@@ -7,7 +7,7 @@ from tunesmith.config import EvalConfig
 from tunesmith.data.encode import encode_prompt
 from tunesmith.data.examples import Example
 from tunesmith.evaluate.evaluator import evaluate_model
-from tunesmith.evaluate.generate import generate_batched
+from tunesmith.inference.generate import generate_batched
 from tunesmith.models.load import load_base_model
 
 PROMPTS = ["Where is my card?", "My PIN is blocked and I typed the wrong pin three times.", "Rate?", "What exchange rate do you use?"]

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from tests.conftest import ChatServer
-from tunesmith.evaluate.chat import OpenAIGenerator
+from tunesmith.inference.clients import OpenAIGenerator
 from tunesmith.evaluate.judge import judge_pairwise, judge_rubric, parse_rubric, parse_winner, summarize_judge
 
 CRITERIA = ["correctness", "tone"]

@@ -10,7 +10,8 @@ from rouge_score import rouge_scorer
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from tunesmith.errors import ConfigError
-from tunesmith.evaluate.metrics import METRICS, TASK_METRICS, check_metric, compute_metrics
+from tunesmith.evaluate.metrics import METRICS, check_metric, compute_metrics
+from tunesmith.tasks import TASKS as TASK_TYPES
 from tunesmith.evaluate.normalize import label_key, match_label
 
 
@@ -131,10 +132,10 @@ def test_multiple_references_take_the_best():
     assert METRICS["rougeL"].fn(["blocked pin"], [["something else", "blocked pin"]]) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("task", sorted(TASK_METRICS))
+@pytest.mark.parametrize("task", sorted(TASK_TYPES))
 def test_every_task_has_metrics(task):
     out = compute_metrics(task, ["x"], ["x"])
-    assert set(out) == set(TASK_METRICS[task])
+    assert set(out) == set(TASK_TYPES[task].metrics)
 
 
 def test_check_metric_names_the_key():

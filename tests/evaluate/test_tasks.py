@@ -5,8 +5,9 @@ import random
 import pytest
 
 from tunesmith.data.examples import Example
-from tunesmith.evaluate.compare import paired_comparisons, references
-from tunesmith.evaluate.metrics import METRICS, TASK_METRICS
+from tunesmith.evaluate.analysis import paired_comparisons, references
+from tunesmith.evaluate.metrics import METRICS
+from tunesmith.tasks import get_task
 from tunesmith.evaluate.tasks import metrics_by_task, per_task, scoring, task_metric
 from tunesmith.report.tasks import HEADER, per_task_table
 
@@ -58,7 +59,7 @@ def test_per_task_metrics_equal_the_metrics_on_each_tasks_rows():
         tag, kind = entry["task"], TASKS[entry["task"]]["type"]
         mine_t = [r for r in tuned if r["meta"]["task"] == tag]
         mine_b = [r for r in base if r["meta"]["task"] == tag]
-        assert entry["count"] == len(mine_t) == 20 and set(entry["metrics"]) == set(TASK_METRICS[kind])
+        assert entry["count"] == len(mine_t) == 20 and set(entry["metrics"]) == set(get_task(kind).metrics)
         refs = [r["label"] if kind == "classification" else r["reference"] for r in mine_t]
         for name, m in entry["metrics"].items():
             expected = METRICS[name].fn([r["prediction"] for r in mine_t], refs)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from tunesmith.cli import app
-from tunesmith.runs import RunPaths
+from tunesmith.runs.folder import RunPaths
 from tunesmith.train.checkpoint import latest_checkpoint
 
 runner = CliRunner()
@@ -24,7 +24,7 @@ KILLER = """
 import os, signal, sys
 from pathlib import Path
 from tunesmith.config import load_config
-from tunesmith.pipeline import run_pipeline
+from tunesmith.recipes.finetune import run_pipeline
 
 cfg, base = load_config(Path(sys.argv[1]), sys.argv[3:])
 kill_at = int(sys.argv[2])

@@ -21,15 +21,7 @@ from tunesmith.data.mix import combine_sources, source_config
 from tunesmith.data.quality import Removed, clean_example, deduplicate, find_leakage, scrub_pii
 from tunesmith.data.split import split_examples
 from tunesmith.errors import DataError
-
-#: The system message each task uses unless ``data.system_prompt`` is set; {labels} expands.
-DEFAULT_SYSTEM_PROMPT: dict[str, str | None] = {
-    "classification": "Classify the message. Answer with one label only, from: {labels}.",
-    "qa": "Answer the question from the context. Reply with the shortest exact answer only.",
-    "summarization": "Summarise the text in one short sentence.",
-    "generation": None,
-}
-
+from tunesmith.tasks import get_task
 
 @dataclass
 class Splits:
@@ -357,7 +349,7 @@ def prepare_splits(cfg: Config, base_dir: Path, require_test: bool = True, token
         train, validation, test = kept["train"], kept["validation"], kept["test"]
     if d.strict and rejected:
         raise DataError(_strict_message(rejected))
-    template = d.system_prompt if d.system_prompt is not None else DEFAULT_SYSTEM_PROMPT[task]
+    template = d.system_prompt if d.system_prompt is not None else get_task(task).system_prompt
     system_prompt = None if FORMATS[fmt_name].plain else render_system_prompt(template, labels)
 
     lengths: dict[str, Any] = {}

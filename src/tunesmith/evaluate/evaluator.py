@@ -11,15 +11,15 @@ from typing import Any
 from tunesmith.config import EvalConfig
 from tunesmith.data.encode import encode_example, encode_prompt
 from tunesmith.data.examples import Example
-from tunesmith.evaluate.generate import generate_batched
+from tunesmith.inference.generate import generate_batched
 from tunesmith.evaluate.metrics import METRICS, compute_metrics
 from tunesmith.evaluate.normalize import match_label
 from tunesmith.evaluate.tasks import metrics_by_task, scoring
+from tunesmith.tasks import get_task
 from tunesmith.models.load import LoadedModel
 from tunesmith.train.loss import evaluate_loss
 
 #: The per-example score shown next to each prediction, by task.
-EXAMPLE_SCORE = {"classification": "accuracy", "qa": "token_f1", "summarization": "rougeL", "generation": "rougeL"}
 
 
 @dataclass
@@ -84,7 +84,7 @@ def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, s
             "meta": ex.meta,
             "output": out,
             "prediction": pred,
-            "score": METRICS[EXAMPLE_SCORE[kind]].fn([pred], [ref]),
+            "score": METRICS[get_task(kind).example_score].fn([pred], [ref]),
             "task_type": kind,
         })
     return EvalResult(name, metrics, rows, round(time.perf_counter() - start, 2), metrics_by_task(rows, tasks or {}))

@@ -15,8 +15,8 @@ from typing import Any
 
 from tunesmith.data.encode import encode_prompt
 from tunesmith.data.examples import Example
-from tunesmith.evaluate.compare import references
-from tunesmith.evaluate.generate import generate_batched
+from tunesmith.evaluate.analysis import references
+from tunesmith.inference.generate import generate_batched
 from tunesmith.evaluate.metrics import METRICS
 from tunesmith.evaluate.normalize import match_label
 from tunesmith.models.load import LoadedModel

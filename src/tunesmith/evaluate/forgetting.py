@@ -16,7 +16,7 @@ from typing import Any
 from tunesmith.config import ForgettingConfig
 from tunesmith.data.encode import encode_example, encode_prompt
 from tunesmith.data.examples import Example
-from tunesmith.evaluate.generate import generate_batched
+from tunesmith.inference.generate import generate_batched
 from tunesmith.evaluate.metrics import METRICS
 from tunesmith.models.load import LoadedModel
 from tunesmith.train.loss import evaluate_loss

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
 
-from tunesmith.evaluate.chat import Generator
+from tunesmith.inference.clients import Generator
 
 JUDGE_SYSTEM = "You are a strict, fair evaluator of answers. Follow the output format exactly."
 RUBRIC_PROMPT = """Rate the ANSWER to the REQUEST on each criterion from 1 (very poor) to 5 (excellent).

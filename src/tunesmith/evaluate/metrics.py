@@ -22,6 +22,7 @@ from rouge_score import rouge_scorer
 from sklearn.metrics import f1_score, precision_score, recall_score
 
 from tunesmith.errors import ConfigError
+from tunesmith.tasks import get_task
 from tunesmith.evaluate.normalize import squad_normalize
 
 Reference = str | Sequence[str]
@@ -34,7 +35,6 @@ class Metric:
     Attributes:
         name: Registry key.
         fn: ``fn(predictions, references) -> float``.
-        tasks: Tasks it applies to.
         higher_is_better: Direction of improvement.
         scale: ``1`` for fractions in [0, 1], ``100`` for scores in [0, 100].
         per_example: For metrics that are a mean of per-example scores, those scores (bootstrap
@@ -46,7 +46,6 @@ class Metric:
 
     name: str
     fn: Callable[[Sequence[str], Sequence[Reference]], float]
-    tasks: tuple[str, ...]
     higher_is_better: bool = True
     scale: float = 1.0
     per_example: Callable[[Sequence[str], Sequence[Reference]], list[float]] | None = None
@@ -57,7 +56,7 @@ class Metric:
 METRICS: dict[str, Metric] = {}
 
 
-def register_metric(name: str, tasks: tuple[str, ...], higher_is_better: bool = True, scale: float = 1.0,
+def register_metric(name: str, higher_is_better: bool = True, scale: float = 1.0,
                     stats: Callable[[Sequence[str], Sequence[Reference]], np.ndarray] | None = None,
                     from_stats: Callable[[np.ndarray], float] | None = None):
     """Decorator that registers a metric function (optionally with its sufficient statistics).
@@ -69,13 +68,13 @@ def register_metric(name: str, tasks: tuple[str, ...], higher_is_better: bool = 
     def deco(fn: Callable[[Sequence[str], Sequence[Reference]], float]):
         if name in METRICS:
             raise ValueError(f"metric {name!r} is already registered")
-        METRICS[name] = Metric(name, fn, tasks, higher_is_better, scale, None, stats, from_stats)
+        METRICS[name] = Metric(name, fn, higher_is_better, scale, None, stats, from_stats)
         return fn
 
     return deco
 
 
-def register_example_metric(name: str, tasks: tuple[str, ...], higher_is_better: bool = True):
+def register_example_metric(name: str, higher_is_better: bool = True):
     """Decorator that registers a metric defined per example; the metric is their mean.
 
     Raises:
@@ -93,7 +92,7 @@ def register_example_metric(name: str, tasks: tuple[str, ...], higher_is_better:
         fn.__doc__ = f"Mean over examples: {one.__doc__}"
         if name in METRICS:
             raise ValueError(f"metric {name!r} is already registered")
-        METRICS[name] = Metric(name, fn, tasks, higher_is_better, 1.0, per_example)
+        METRICS[name] = Metric(name, fn, higher_is_better, 1.0, per_example)
         return one
 
     return deco
@@ -106,7 +105,7 @@ def _refs(ref: Reference) -> list[str]:
 # ---- classification (predictions are already mapped to labels, "" when none matched)
 
 
-@register_example_metric("accuracy", ("classification",))
+@register_example_metric("accuracy")
 def accuracy(pred: str, ref: Reference) -> float:
     """1 when the prediction is the reference label (or one of them), else 0."""
     return float(pred in _refs(ref))
@@ -158,8 +157,7 @@ def _from_confusion(kind: str, average: str) -> Callable[[np.ndarray], float]:
 
 for _kind in ("precision", "recall", "f1"):
     for _avg in ("macro", "micro"):
-        register_metric(f"{_avg}_{_kind}" if _kind == "f1" else f"{_kind}_{_avg}", ("classification",),
-                        stats=_confusion_stats, from_stats=_from_confusion(_kind, _avg))(_labelled(_kind, _avg))
+        register_metric(f"{_avg}_{_kind}" if _kind == "f1" else f"{_kind}_{_avg}", stats=_confusion_stats, from_stats=_from_confusion(_kind, _avg))(_labelled(_kind, _avg))
 
 
 # ---- QA (SQuAD v1.1 rules: max over the acceptable answers)
@@ -175,13 +173,13 @@ def _f1_one(pred: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-@register_example_metric("exact_match", ("qa", "generation"))
+@register_example_metric("exact_match")
 def exact_match(pred: str, ref: Reference) -> float:
     """1 when the prediction equals an acceptable answer after SQuAD normalisation, else 0."""
     return max(float(squad_normalize(pred) == squad_normalize(g)) for g in _refs(ref))
 
 
-@register_example_metric("token_f1", ("qa", "generation"))
+@register_example_metric("token_f1")
 def token_f1(pred: str, ref: Reference) -> float:
     """the best SQuAD token-overlap F1 against the acceptable answers."""
     return max(_f1_one(pred, g) for g in _refs(ref))
@@ -210,7 +208,7 @@ def _lines(text: str) -> str:
 
 
 for _kind in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
-    register_example_metric(_kind, ("summarization", "generation", "qa"))(_rouge(_kind))
+    register_example_metric(_kind)(_rouge(_kind))
 
 
 @cache
@@ -231,7 +229,7 @@ def _sacre_score(kind: str) -> Callable[[np.ndarray], float]:
     return score
 
 
-@register_metric("bleu", ("summarization", "generation"), scale=100.0, stats=_sacre_stats("bleu"), from_stats=_sacre_score("bleu"))
+@register_metric("bleu", scale=100.0, stats=_sacre_stats("bleu"), from_stats=_sacre_score("bleu"))
 def bleu(preds: Sequence[str], refs: Sequence[Reference]) -> float:
     """Corpus BLEU from sacrebleu (0-100), with every example's acceptable references."""
     return float(sacrebleu.corpus_bleu(list(preds), _streams(refs)).score)
@@ -244,7 +242,7 @@ def _streams(refs: Sequence[Reference]) -> list[list[str]]:
     return [[r[min(i, len(r) - 1)] for r in ref_lists] for i in range(width)]
 
 
-@register_metric("chrf", ("summarization", "generation"), scale=100.0, stats=_sacre_stats("chrf"), from_stats=_sacre_score("chrf"))
+@register_metric("chrf", scale=100.0, stats=_sacre_stats("chrf"), from_stats=_sacre_score("chrf"))
 def chrf(preds: Sequence[str], refs: Sequence[Reference]) -> float:
     """Corpus chrF from sacrebleu (0-100), with every example's acceptable references."""
     return float(sacrebleu.corpus_chrf(list(preds), _streams(refs)).score)
@@ -256,7 +254,7 @@ def _parse_json(text: str) -> Any:
     return json.loads(fenced.group(1) if fenced else text)
 
 
-@register_example_metric("json_valid", ("generation",))
+@register_example_metric("json_valid")
 def json_valid(pred: str, ref: Reference) -> float:
     """1 when the output parses as JSON (a ```json fence allowed), else 0."""
     try:
@@ -266,7 +264,7 @@ def json_valid(pred: str, ref: Reference) -> float:
     return 1.0
 
 
-@register_example_metric("json_field_accuracy", ("generation",))
+@register_example_metric("json_field_accuracy")
 def json_field_accuracy(pred: str, ref: Reference) -> float:
     """the share of the reference object's fields that the output object has with equal values (0 if unparseable)."""
     best = 0.0
@@ -287,14 +285,6 @@ def json_field_accuracy(pred: str, ref: Reference) -> float:
     return best
 
 
-TASK_METRICS: dict[str, list[str]] = {
-    "classification": ["accuracy", "macro_f1", "precision_macro", "recall_macro", "micro_f1"],
-    "qa": ["exact_match", "token_f1"],
-    "summarization": ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf"],
-    "generation": ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf"],
-}
-
-
 def check_metric(task: str, name: str) -> None:
     """Raise a config error naming ``objective.metric`` if the metric does not exist or fit the task.
 
@@ -308,9 +298,10 @@ def check_metric(task: str, name: str) -> None:
         near = difflib.get_close_matches(name, [*METRICS, *extra], n=1)
         hint = f"; did you mean '{near[0]}'?" if near else ""
         raise ConfigError(f"objective.metric: unknown metric '{name}'{hint} (available: {', '.join(sorted(METRICS))})")
-    if task not in METRICS[name].tasks:
+    allowed = get_task(task).allowed_metrics
+    if name not in allowed:
         raise ConfigError(f"objective.metric: '{name}' does not apply to task '{task}' "
-                          f"(use one of: {', '.join(TASK_METRICS[task])}, loss, perplexity)")
+                          f"(use one of: {', '.join(allowed)}, loss, perplexity)")
 
 
 def higher_is_better(name: str) -> bool:
@@ -320,4 +311,4 @@ def higher_is_better(name: str) -> bool:
 
 def compute_metrics(task: str, preds: Sequence[str], refs: Sequence[Reference]) -> dict[str, float]:
     """Every registered metric of the task's default set."""
-    return {name: METRICS[name].fn(preds, refs) for name in TASK_METRICS[task]}
+    return {name: METRICS[name].fn(preds, refs) for name in get_task(task).metrics}

@@ -13,7 +13,8 @@ from typing import Any
 
 from tunesmith.data.io import read_sheet
 from tunesmith.errors import DataError
-from tunesmith.evaluate.metrics import METRICS, TASK_METRICS
+from tunesmith.evaluate.metrics import METRICS
+from tunesmith.tasks import get_task
 from tunesmith.evaluate.normalize import match_label
 from tunesmith.evaluate.stats import bootstrap_interval, compare_paired
 
@@ -87,7 +88,7 @@ def score_files(task: str, predictions: Path, references: Path, baseline: Path |
         labels = sorted({r if isinstance(r, str) else r[0] for r in refs})
         preds = [match_label(p, labels) or "" for p in preds]
         base = [match_label(p, labels) or "" for p in base] if base else None
-    names = [m for m in TASK_METRICS[task] if m in METRICS]
+    names = [m for m in get_task(task).metrics if m in METRICS]
     opts = {"resamples": resamples, "seed": seed, "level": level}
     result: dict[str, Any] = {"task": task, "count": len(refs), "metrics": {}, "comparison": None}
     for name in names:

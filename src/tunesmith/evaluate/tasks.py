@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tunesmith.config import DEFAULT_METRIC
 from tunesmith.data.examples import Example
-from tunesmith.evaluate.compare import paired_comparisons, references, tuned_interval
-from tunesmith.evaluate.metrics import METRICS, TASK_METRICS, compute_metrics
+from tunesmith.evaluate.analysis import paired_comparisons, references, tuned_interval
+from tunesmith.evaluate.metrics import compute_metrics
+from tunesmith.tasks import get_task
 
 Row = dict[str, Any]
 
@@ -39,7 +39,8 @@ def scoring(example: Example, task: str, labels: list[str] | None,
 
 def task_metric(task_type: str, primary: str) -> str:
     """The metric that leads a task: the objective's primary metric where it applies to the task's type, else its default."""
-    return primary if primary in METRICS and task_type in METRICS[primary].tasks else DEFAULT_METRIC[task_type]
+    task = get_task(task_type)
+    return primary if primary in task.allowed_metrics else task.primary_metric
 
 
 def _rows_of(rows: Sequence[Row], tag: str) -> list[int]:
@@ -84,10 +85,10 @@ def per_task(tasks: dict[str, dict[str, Any]], baseline: Sequence[Row] | None, t
             mine = [tuned[i] for i in idx]
             opts = {"resamples": resamples, "seed": seed, "level": level}
             if baseline:
-                comps = paired_comparisons(kind, TASK_METRICS[kind], [baseline[i] for i in idx], mine, **opts)
+                comps = paired_comparisons(kind, get_task(kind).metrics, [baseline[i] for i in idx], mine, **opts)
                 entry["metrics"] = {m: c.to_dict() for m, c in comps.items()}
             else:
-                entry["metrics"] = {m: {"tuned": iv.to_dict()} for m in TASK_METRICS[kind]
+                entry["metrics"] = {m: {"tuned": iv.to_dict()} for m in get_task(kind).metrics
                                     if (iv := tuned_interval(kind, m, mine, **opts)) is not None}
         out.append(entry)
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunesmith.config import Config
-from tunesmith.evaluate.compare import confusion, error_analysis, paired_comparisons, slice_breakdown, tuned_interval, verdict
+from tunesmith.evaluate.analysis import confusion, error_analysis, paired_comparisons, slice_breakdown, tuned_interval, verdict
 from tunesmith.evaluate.evaluator import EvalResult
 from tunesmith.evaluate.metrics import METRICS, higher_is_better
 from tunesmith.evaluate.tasks import per_task

@@ -25,7 +25,7 @@ from tunesmith.fastpath.apply import FastPathReport, fast_path
 from tunesmith.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from tunesmith.train.batching import collate, collate_packed, random_batches
 from tunesmith.train.loss import completion_loss, evaluate_loss
-from tunesmith.ui import make_progress, peak_rss_mb
+from tunesmith.console import make_progress, peak_rss_mb
 
 _SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 

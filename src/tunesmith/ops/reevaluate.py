@@ -1,0 +1,41 @@
+"""Evaluating again: a finished run's tuned model or its base, or a project's base model without a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunesmith.config import Config, load_config
+from tunesmith.data.prepare import Splits
+from tunesmith.evaluate.evaluator import EvalResult
+from tunesmith.models.adapters import load_adapter
+from tunesmith.runs.folder import RunPaths, find_adapter, find_run
+from tunesmith.steps.data import base_path, prepare_data
+from tunesmith.steps.evaluate import evaluate_split
+from tunesmith.steps.model import load_model, preflight
+
+
+def load_run(ref: str, runs_dir: Path) -> tuple[RunPaths, Config, Splits]:
+    """Find a run and read its stored config and data splits."""
+    run = find_run(ref, runs_dir)
+    cfg, _ = load_config(run.config)
+    return run, cfg, Splits.load(run.data)
+
+
+def evaluate_run(run: RunPaths, cfg: Config, splits: Splits, *, base: bool) -> EvalResult:
+    """Re-evaluate a run's tuned model (or, with ``base``, the untuned base) on its test split.
+
+    Raises:
+        UserError: The run has no saved adapter.
+    """
+    lm = load_model(cfg)
+    if not base:
+        lm.model = load_adapter(lm.model, find_adapter(str(run.root), cfg.project.runs_dir))
+    return evaluate_split(lm, splits, cfg, "base" if base else "tuned")
+
+
+def evaluate_base(cfg: Config, base_dir: Path) -> EvalResult:
+    """Evaluate the untuned base model on the test split the config produces, without a run."""
+    preflight(cfg)
+    path = base_path(cfg)
+    splits = prepare_data(cfg, base_dir, path)
+    return evaluate_split(load_model(cfg, path), splits, cfg, "base")

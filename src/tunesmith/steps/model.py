@@ -1,0 +1,56 @@
+"""The model steps bound to a project's config: the checks before work starts, loading the base model, a chat generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunesmith.config import Config
+from tunesmith.console import console
+from tunesmith.errors import UserError
+from tunesmith.evaluate.metrics import check_metric
+from tunesmith.inference.clients import Generator, LocalGenerator, OpenAIGenerator
+from tunesmith.models.adapters import check_adapter, get_method, method_options
+from tunesmith.models.load import LoadedModel, load_base_model
+from tunesmith.models.resolve import resolve_base
+from tunesmith.steps.data import base_path
+from tunesmith.tracking import check_trackers
+
+
+def preflight(cfg: Config) -> None:
+    """Check what the schema alone cannot (registry names) before any work starts.
+
+    Raises:
+        ConfigError: An unknown metric or adapter method.
+        UserError: A tracker in train.report_to is not installed.
+    """
+    check_metric(cfg.objective.task, cfg.objective.primary_metric)
+    check_adapter(cfg.adapter)
+    check_trackers(cfg.train)
+
+
+def load_model(cfg: Config, path: Path | None = None) -> LoadedModel:
+    """Load the base model from ``path``, or resolve ``model.base`` first."""
+    path = path or base_path(cfg)
+    method = get_method(cfg.adapter.method)
+    extra = method.load_kwargs(method_options(cfg.adapter)) if method.load_kwargs else None
+    with console.status(f"Loading base model {cfg.model.base}"):
+        lm = load_base_model(path, cfg.model.precision, cfg.model.trust_remote_code, load_kwargs=extra)
+    dtype = "bf16 autocast" if lm.autocast_dtype is not None else "fp32"
+    console.print(f"Base model {cfg.model.base} loaded from {path} on {lm.device.type} ({dtype})")
+    return lm
+
+
+def load_generator(cfg: Config, generator: str, endpoint: str | None, model: str | None,
+                   api_key_env: str) -> Generator:
+    """The generator named on the command line: ``base``, a local model folder, or ``openai`` (with endpoint and model).
+
+    Raises:
+        UserError: ``openai`` without an endpoint or model.
+    """
+    if generator == "openai":
+        if not endpoint or not model:
+            raise UserError("--generator openai needs --endpoint URL and --model NAME")
+        return OpenAIGenerator(endpoint, model, api_key_env)
+    path = base_path(cfg) if generator == "base" else resolve_base(generator, status=console.print)
+    lm = load_base_model(path, cfg.model.precision, cfg.model.trust_remote_code)
+    return LocalGenerator(lm, name=cfg.model.base if generator == "base" else generator)
