@@ -29,3 +29,18 @@ def run_tiny(project: Path, *overrides: str, **kwargs) -> RunPaths:
     """Run the tiny project with ``--set``-style overrides."""
     cfg, base = load_config(project, list(overrides))
     return run_pipeline(cfg, base, **kwargs)
+
+
+def minimal_report(**fields):
+    """A valid :class:`~tunesmith.report.schema.RunReport` with the fields every report has, and ``fields``."""
+    from tunesmith.report.schema import RunReport
+
+    base = {"run_id": "20260101-000000-classification", "project": "p",
+            "objective": {"task": "classification", "metric": "accuracy", "target": None},
+            "verdict": "met", "verdict_reason": "because", "model": {"base": "m", "path": "/m", "device": "cpu",
+                                                                    "precision": "fp32"},
+            "adapter": {"method": "lora", "r": 8, "alpha": 16}, "data": {"train": 8, "validation": 1, "test": 2,
+                                                                         "format": "text_label"},
+            "tuned": {"metrics": {"accuracy": 0.75}, "seconds": 1.0},
+            "comparison": {"accuracy": {"tuned": 0.75}}}
+    return RunReport.model_validate({**base, **fields})

@@ -18,6 +18,7 @@ from tunesmith.cli import app
 from tunesmith.config import Config, load_config
 from tunesmith.errors import ConfigError, UserError
 from tunesmith.runs.folder import RunPaths
+from tests.run_helpers import minimal_report
 from tunesmith.tracking import MlflowTracker, Trackers, report_summary
 
 # Nothing may reach a network: W&B offline, no MLflow telemetry, W&B's caches in the test's folder.
@@ -134,11 +135,15 @@ def test_wandb_offline_run_lives_in_the_run_folder_with_history_and_summary(trac
 
 
 def test_report_summary_prefixes_each_side_and_keeps_the_verdict_as_text():
-    report = {"objective": {"metric": "accuracy"}, "verdict": "met", "baseline": {"metrics": {"accuracy": 0.25}},
-              "tuned": {"metrics": {"accuracy": 0.75, "loss": 1.5}},
-              "train": {"best_val_loss": 0.9, "stopped_early": False, "final_train_loss": None}}
+    report = minimal_report(baseline={"metrics": {"accuracy": 0.25}, "seconds": 1.0},
+                            tuned={"metrics": {"accuracy": 0.75, "loss": 1.5}, "seconds": 1.0},
+                            train={"steps": 2, "epochs": 1, "seconds": 1.0, "tokens": 10, "tokens_per_second": 10.0,
+                                   "peak_rss_mb": 100.0, "best_step": 2, "best_val_loss": 0.9, "stopped_early": False,
+                                   "final_train_loss": None})
     metrics, tags = report_summary(report)
-    assert metrics == {"baseline/accuracy": 0.25, "tuned/accuracy": 0.75, "tuned/loss": 1.5, "train/best_val_loss": 0.9}
+    assert metrics == {"baseline/accuracy": 0.25, "tuned/accuracy": 0.75, "tuned/loss": 1.5, "train/best_val_loss": 0.9,
+                       "train/tokens_per_second": 10.0, "train/peak_rss_mb": 100.0, "train/seconds": 1.0,
+                       "train/steps": 2.0, "train/tokens": 10.0}  # final_train_loss is None: left out
     assert tags == {"verdict": "met", "primary_metric": "accuracy"}
 
 

@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from tunesmith.config import Config, TrainConfig, flatten_config
 from tunesmith.errors import UserError
+from tunesmith.report.schema import RunReport
 from tunesmith.runs.folder import RunPaths
 from tunesmith.console import console
 
@@ -276,19 +277,18 @@ def open_trackers(cfg: Config, run: RunPaths) -> Trackers:
     return trackers
 
 
-def report_summary(report: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
-    """The final metrics and text facts of a ``report.json`` for :meth:`Trackers.log_summary`.
+def report_summary(report: RunReport) -> tuple[dict[str, float], dict[str, str]]:
+    """The final metrics and text facts of a run's report for :meth:`Trackers.log_summary`.
 
     Returns:
         ``baseline/<metric>`` and ``tuned/<metric>`` for every test metric, ``train/<figure>`` for the
         training figures; and the verdict and the primary metric's name.
     """
     metrics: dict[str, float] = {}
-    for side in ("baseline", "tuned"):
-        for name, value in ((report.get(side) or {}).get("metrics") or {}).items():
+    for side, part in (("baseline", report.baseline), ("tuned", report.tuned)):
+        for name, value in (part.metrics if part is not None else {}).items():
             metrics[f"{side}/{name}"] = value
-    train = report.get("train") or {}
+    train = report.train.model_dump() if report.train is not None else {}
     metrics.update({f"train/{k}": train[k] for k in TRAIN_FIGURES if train.get(k) is not None})
     metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    tags = {"verdict": str(report.get("verdict")), "primary_metric": str((report.get("objective") or {}).get("metric"))}
-    return metrics, tags
+    return metrics, {"verdict": report.verdict, "primary_metric": report.objective.metric}

@@ -17,6 +17,7 @@ from rich.markup import escape
 from tunesmith.config import load_config, resolve_path
 from tunesmith.console import console
 from tunesmith.errors import TunesmithError
+from tunesmith.report.schema import read_report
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="tunesmith: fine-tune a small model that measurably beats the generic one on your task.")
@@ -80,14 +81,14 @@ def runs_dir_of(runs_dir: Path | None, config: Path | None = None) -> Path:
 
 
 def run_summary(run_root: Path) -> dict[str, Any]:
-    report = json.loads((run_root / "report.json").read_text())
+    report = read_report(run_root / "report.json").model_dump(mode="json")
     return {"run_id": report["run_id"], "run_dir": str(run_root), "report": str(run_root / "report.md"),
             "report_html": str(run_root / "report.html"),
             "objective": report["objective"], "verdict": report["verdict"], "verdict_reason": report["verdict_reason"],
-            "interval": report.get("interval"),
+            "interval": report["interval"],
             "baseline": report["baseline"]["metrics"] if report["baseline"] else None,
             "tuned": report["tuned"]["metrics"], "train": report["train"], "data": report["data"],
-            "per_task": report.get("per_task")}
+            "per_task": report["per_task"]}
 
 
 def print_outcome(summary: dict[str, Any]) -> None:

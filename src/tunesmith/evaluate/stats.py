@@ -10,59 +10,11 @@ statistics; any other metric is recomputed on every resample.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
+from tunesmith.evaluate.intervals import Interval, PairedComparison
 from tunesmith.evaluate.metrics import METRICS, Reference
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with its percentile bootstrap interval.
-
-    Attributes:
-        value: The metric on the whole test set.
-        low: Lower end of the interval.
-        high: Upper end of the interval.
-        level: Confidence level, e.g. 0.95.
-    """
-
-    value: float
-    low: float
-    high: float
-    level: float
-
-    def to_dict(self) -> dict[str, float]:
-        """A JSON-serialisable dict."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class PairedComparison:
-    """Tuned minus baseline on the same examples.
-
-    Attributes:
-        metric: The metric compared.
-        baseline: Baseline value with its interval.
-        tuned: Tuned value with its interval.
-        diff: Tuned minus baseline, with the interval of the paired difference.
-        p_value: Two-sided p-value of the paired permutation (approximate randomisation) test.
-        significant: ``p_value < 1 - level`` and the interval of the difference excludes 0.
-    """
-
-    metric: str
-    baseline: Interval
-    tuned: Interval
-    diff: Interval
-    p_value: float
-    significant: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
-        return {"metric": self.metric, "baseline": self.baseline.to_dict(), "tuned": self.tuned.to_dict(),
-                "diff": self.diff.to_dict(), "p_value": self.p_value, "significant": self.significant}
 
 
 def _scores(metric: str, preds: Sequence[str], refs: Sequence[Reference], idx: np.ndarray) -> np.ndarray:

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.config import Config, DedupConfig
-from tunesmith.data.io import read_jsonl, write_jsonl
-from tunesmith.data.prepare import prepare_splits
-from tunesmith.errors import UserError
 from tunesmith.data.examples import Example
 from tunesmith.data.formats import example_to_row
+from tunesmith.data.io import read_jsonl, write_jsonl
+from tunesmith.data.prepare import prepare_splits
 from tunesmith.data.quality import deduplicate, find_leakage
+from tunesmith.errors import UserError
 from tunesmith.inference.clients import Generator
 
 PARAPHRASE_SYSTEM = "You rewrite texts. Reply with the rewritten text only, nothing else."

@@ -8,8 +8,8 @@ from tunesmith.data.examples import Example
 from tunesmith.data.prepare import Splits
 from tunesmith.inference.generate import generate_batched
 from tunesmith.models.adapters import load_adapter
-from tunesmith.runs.folder import RunPaths, find_adapter
-from tunesmith.steps.model import load_model
+from tunesmith.runs.folder import RunPaths
+from tunesmith.steps.model import find_adapter, load_model
 
 
 def chat_once(run: RunPaths, cfg: Config, splits: Splits, prompt: str, max_new_tokens: int | None = None) -> str:

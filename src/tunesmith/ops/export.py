@@ -10,8 +10,9 @@ from tunesmith.console import console
 from tunesmith.errors import UserError
 from tunesmith.models.adapters import load_adapter, merge_adapter, saved_method
 from tunesmith.models.load import load_base_model
-from tunesmith.runs.folder import RunPaths, find_adapter
+from tunesmith.runs.folder import RunPaths
 from tunesmith.steps.data import base_path
+from tunesmith.steps.model import find_adapter
 
 
 def export_merged(run: RunPaths, cfg: Config, out: Path) -> dict[str, Any]:

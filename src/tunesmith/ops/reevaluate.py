@@ -8,10 +8,10 @@ from tunesmith.config import Config, load_config
 from tunesmith.data.prepare import Splits
 from tunesmith.evaluate.evaluator import EvalResult
 from tunesmith.models.adapters import load_adapter
-from tunesmith.runs.folder import RunPaths, find_adapter, find_run
+from tunesmith.runs.folder import RunPaths, find_run
 from tunesmith.steps.data import base_path, prepare_data
 from tunesmith.steps.evaluate import evaluate_split
-from tunesmith.steps.model import load_model, preflight
+from tunesmith.steps.model import find_adapter, load_model, preflight
 
 
 def load_run(ref: str, runs_dir: Path) -> tuple[RunPaths, Config, Splits]:

@@ -18,9 +18,9 @@ from tunesmith.config import TrainConfig
 from tunesmith.data.encode import Encoded
 from tunesmith.models.adapters import Method
 from tunesmith.models.load import LoadedModel
+from tunesmith.fastpath.apply import fast_path
 from tunesmith.train.loop import train_adapter
 from tunesmith.train.loss import evaluate_loss
-from tunesmith.console import peak_rss_mb
 
 
 @dataclass(frozen=True)
@@ -102,16 +102,19 @@ def calibrate(lm: LoadedModel, examples: Sequence[Encoded], cfg: TrainConfig, me
     short = cfg.model_copy(update={"max_steps": steps, "epochs": 1, "grad_accum": 1, "logging_steps": 1,
                                    "eval_every": None, "early_stopping_patience": None})
     rows: list[dict[str, Any]] = []
-    train_adapter(lm, list(examples[: steps * cfg.batch_size]), [], short, seed=seed, method=method,
-                  on_log=lambda row: rows.append(row) if "train_loss" in row else None)
+    result = train_adapter(lm, list(examples[: steps * cfg.batch_size]), [], short, seed=seed, method=method,
+                           on_log=lambda row: rows.append(row) if "train_loss" in row else None)
     times = [0.0] + [r["seconds"] for r in rows]
     tokens = [0] + [r["tokens"] for r in rows]
     step_seconds = [b - a for a, b in zip(times, times[1:])]
     step_tokens = [b - a for a, b in zip(tokens, tokens[1:])]
     batch = list(examples[: cfg.batch_size])
-    start = time.perf_counter()
-    evaluate_loss(lm.model, batch, lm.tokenizer.pad_token_id, cfg.batch_size, lm.device, lm.autocast)
-    eval_seconds = time.perf_counter() - start
+    with fast_path(lm, cfg.fast_path):  # validations run during training, on the fast path
+        start = time.perf_counter()
+        evaluate_loss(lm.model, batch, lm.tokenizer.pad_token_id, cfg.batch_size, lm.device, lm.autocast)
+        eval_seconds = time.perf_counter() - start
     return Calibration(rows=cfg.batch_size, tokens=step_tokens[1:], seconds=step_seconds[1:],
                        warmup_seconds=step_seconds[0], warmup_tokens=step_tokens[0], eval_tokens=sum(len(e.input_ids) for e in batch),
-                       eval_seconds=eval_seconds, peak_rss_mib=peak_rss_mb())
+                       eval_seconds=eval_seconds,
+                       # training's own peak: after it, the fast path gives the weights their fp32 storage back
+                       peak_rss_mib=result.peak_rss_mb)

@@ -158,22 +158,31 @@ def _memory(model: _Model, batches: Sequence[Batch], method: str, gpu: GpuSpec |
     return {k: round(v, 3) for k, v in parts.items()}
 
 
+#: The memory parts that grow with the batch; the rest (weights, optimiser, the process) does not.
+_BATCH_PARTS = ("activations (largest batch)", "loss logits (largest batch)", "allocator reuse (CPU)")
+
+
 def _measured_memory(model: _Model, memory: dict[str, float], calibration: dict[str, Any], method: str,
                      baseline_gib: float) -> tuple[dict[str, float], str]:
-    """The memory parts with a measured correction, and what it rests on.
+    """The memory parts with the batch-dependent ones scaled by what the calibration measured, and what it rests on.
 
-    The calibration steps ran the real loop in this process, so their peak resident memory is
-    a measurement of what the model predicts for a batch of their shape. The difference is
-    added to the run's estimate: it is what the model does not see on this machine (another
-    CPU's math libraries and allocator, or bf16 autocast where the CPU runs it natively).
+    The calibration steps ran the real loop in this process, so their peak resident memory is a
+    measurement of what the model predicts for a batch of their shape. The activation model is
+    traced for PEFT's layers in fp32, an upper bound: the fast path keeps far less per token (bf16
+    copies, packed rows, recomputed masks). So the batch-dependent parts are scaled by the measured
+    over the predicted share of a batch of the calibration's shape, and that factor carries over to
+    the run's largest batch.
     """
     cal_batch = Batch(**calibration["batch"])
-    predicted = sum(_memory(model, [cal_batch], method, None, baseline_gib).values())
+    predicted = _memory(model, [cal_batch], method, None, baseline_gib)
+    fixed = sum(v for k, v in predicted.items() if k not in _BATCH_PARTS)
+    batch_predicted = sum(v for k, v in predicted.items() if k in _BATCH_PARTS)
     measured = calibration["peak_rss_mib"] / 1024
-    delta = measured - predicted
+    factor = max(measured - fixed, 0.0) / batch_predicted if batch_predicted > 0 else 1.0
     line = (f"memory correction: the calibration steps ({cal_batch.rows} x {cal_batch.width} tokens) peaked at "
-            f"{measured:.2f} GiB against {predicted:.2f} GiB predicted; the difference ({delta:+.2f} GiB) is added")
-    return {**memory, "measured correction (calibration steps)": round(delta, 3)}, line
+            f"{measured:.2f} GiB against {sum(predicted.values()):.2f} GiB predicted; the parts that grow with the "
+            f"batch are scaled by the measured factor {factor:.3f}")
+    return {k: round(v * factor, 3) if k in _BATCH_PARTS else v for k, v in memory.items()}, line
 
 
 def _sig(x: float) -> float:

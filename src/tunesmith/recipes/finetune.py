@@ -29,6 +29,7 @@ from tunesmith.runs.store import note_run
 from tunesmith.steps.data import base_path, prepare_data, print_data_summary
 from tunesmith.steps.evaluate import evaluate_split, fairness_report, general_check
 from tunesmith.steps.model import load_model, preflight
+from tunesmith.report.schema import RunReport
 from tunesmith.steps.report import write_report
 from tunesmith.steps.train import train_model
 from tunesmith.tracking import Trackers, open_trackers, report_summary
@@ -140,7 +141,7 @@ def _before_training(lm: LoadedModel, splits: Splits, cfg: Config, run: RunPaths
 
 def _after_training(lm: LoadedModel, splits: Splits, cfg: Config, run: RunPaths, baseline: EvalResult | None,
                     general_before: dict[str, Any] | None, result: TrainResult,
-                    timings: dict[str, float]) -> dict[str, Any]:
+                    timings: dict[str, float]) -> RunReport:
     """Evaluate the tuned model (task, fairness, forgetting) and write the reports."""
     with _timed(timings, "tuned eval"):
         tuned = evaluate_split(lm, splits, cfg, "tuned")
@@ -204,6 +205,6 @@ def run_pipeline(cfg: Config, base_dir: Path, *, on_eval: Callable[[int, float],
             return run
         report = _after_training(lm, splits, cfg, run, baseline, general_before, result, timings)
         trackers.log_summary(*report_summary(report))
-    write_status(run, "completed", verdict=report["verdict"])
+    write_status(run, "completed", verdict=report.verdict)
     note_run(cfg.project.runs_dir, run)
     return run

@@ -26,6 +26,7 @@ from tunesmith.config import (Config, ParamSpace, config_to_yaml, format_validat
                               set_key)
 from tunesmith.errors import ConfigError, UserError
 from tunesmith.recipes.finetune import run_pipeline
+from tunesmith.report.schema import read_report
 from tunesmith.runs.store import note_run
 from tunesmith.runs.folder import RunPaths, write_status
 from tunesmith.console import console
@@ -132,11 +133,11 @@ def _objective_value(run: RunPaths) -> float:
     Raises:
         UserError: The run had no validation examples to score it by.
     """
-    report = json.loads(run.report_json.read_text())
-    best = (report.get("train") or {}).get("best_val_loss")
+    report = read_report(run.report_json)
+    best = report.train.best_val_loss if report.train else None
     if best is not None:
         return float(best)
-    if not report.get("data", {}).get("validation"):
+    if not report.data.validation:
         raise UserError(f"run {run.id} has no validation examples, and a sweep scores trials by validation loss: "
                         "give the data a validation split")
     return math.inf

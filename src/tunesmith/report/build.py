@@ -9,6 +9,7 @@ from tunesmith.evaluate.analysis import confusion, error_analysis, paired_compar
 from tunesmith.evaluate.evaluator import EvalResult
 from tunesmith.evaluate.metrics import METRICS, higher_is_better
 from tunesmith.evaluate.tasks import per_task
+from tunesmith.report.schema import RunReport
 from tunesmith.train.loop import TrainResult
 
 
@@ -26,7 +27,7 @@ def compare_metrics(baseline: dict[str, float] | None, tuned: dict[str, float]) 
 
 def build_report(*, cfg: Config, run_id: str, model_info: dict[str, Any], data: dict[str, Any],
                  baseline: EvalResult | None, tuned: EvalResult, train: TrainResult | None,
-                 timings: dict[str, float]) -> dict[str, Any]:
+                 timings: dict[str, float]) -> RunReport:
     """Assemble ``report.json``.
 
     Args:
@@ -40,7 +41,7 @@ def build_report(*, cfg: Config, run_id: str, model_info: dict[str, Any], data: 
         timings: Wall seconds of each pipeline step.
 
     Returns:
-        A JSON-serialisable dict.
+        The report, as ``report.json`` stores it.
     """
     metric, task, ev = cfg.objective.primary_metric, cfg.objective.task, cfg.eval
     b_val = baseline.metrics.get(metric) if baseline else None
@@ -53,7 +54,7 @@ def build_report(*, cfg: Config, run_id: str, model_info: dict[str, Any], data: 
     tasks = data.get("tasks") or {}
     # A mix is broken down by task without being asked; per_task below has each task's own metrics.
     slice_by = [*ev.slice_by, *(["task"] if tasks and "task" not in ev.slice_by else [])]
-    return {
+    return RunReport.model_validate({
         "run_id": run_id,
         "project": cfg.project.name,
         "objective": {"task": cfg.objective.task, "metric": metric, "target": cfg.objective.target,
@@ -79,4 +80,4 @@ def build_report(*, cfg: Config, run_id: str, model_info: dict[str, Any], data: 
             "tuned": confusion(data["labels"], tuned.predictions)},
         "train": None if train is None else train.summary(),
         "timings": timings,
-    }
+    })

@@ -46,17 +46,3 @@ def shares_sentence(tasks: dict[str, dict[str, Any]]) -> str:
              for tag, info in tasks.items() if "share" in info]
     return "Training shares after mixing: " + ", ".join(parts) + "; validation and test are not resampled."
 
-
-def fast_path_sentence(fast_path: dict[str, Any]) -> str:
-    """What the training fast path applied, in one sentence (``train.fast_path`` of the report)."""
-    if not fast_path:
-        return "not recorded"
-    counts = {"fused LoRA layers": fast_path.get("fused_lora_layers"), "seeded dropouts": fast_path.get("seeded_dropout"),
-              "SwiGLU MLPs": fast_path.get("swiglu_mlps"), "RMSNorms": fast_path.get("rms_norms"),
-              "rotary attentions": fast_path.get("rotary_attention"),
-              "bf16 frozen weights": fast_path.get("frozen_weights_in_bf16")}
-    flags = {"fast attention": fast_path.get("fast_attention"), "packing": fast_path.get("packing"),
-             "prefix sharing": fast_path.get("prefix_sharing"), "C kernels": fast_path.get("native_kernels")}
-    on = [f"{n} {k}" for k, n in counts.items() if n] + [k for k, v in flags.items() if v]
-    return (", ".join(on) if on else "off") + (f"; {len(fast_path['warnings'])} warning(s)"
-                                              if fast_path.get("warnings") else "")

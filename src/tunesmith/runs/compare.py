@@ -12,6 +12,7 @@ import yaml
 
 from tunesmith.config import flatten_config
 from tunesmith.errors import UserError
+from tunesmith.report.schema import read_report_if_any
 from tunesmith.runs.folder import RunPaths
 
 matplotlib.use("Agg")  # files only; no display is needed or wanted
@@ -47,19 +48,20 @@ def read_history(run: RunPaths) -> list[dict[str, Any]]:
 
 def run_figures(run: RunPaths) -> dict[str, Any]:
     """The key figures of one run, from its ``status.json`` and ``report.json`` (None where not measured)."""
-    report, status = _read_json(run.report_json), _read_json(run.status)
-    objective, train = report.get("objective") or {}, report.get("train") or {}
-    metric = objective.get("metric")
-    side = lambda name: ((report.get(name) or {}).get("metrics") or {}).get(metric)  # noqa: E731
-    timings = report.get("timings") or {}
+    report, status = read_report_if_any(run.report_json), _read_json(run.status)
+    train = report.train if report is not None else None
     return {
-        "status": status.get("status"), "verdict": report.get("verdict"), "metric": metric,
-        "baseline": side("baseline"), "tuned": side("tuned"), "target": objective.get("target"),
-        "final_train_loss": train.get("final_train_loss"), "best_val_loss": train.get("best_val_loss"),
-        "best_step": train.get("best_step"), "steps": train.get("steps"),
-        "tokens_per_second": train.get("tokens_per_second"), "peak_rss_mb": train.get("peak_rss_mb"),
-        "train_seconds": train.get("seconds"), "total_seconds": round(sum(timings.values()), 2) if timings else None,
-        "data_hash": (report.get("data") or {}).get("data_hash"),
+        "status": status.get("status"), "verdict": report.verdict if report else None,
+        "metric": report.objective.metric if report else None,
+        "baseline": report.primary("baseline") if report else None, "tuned": report.primary() if report else None,
+        "target": report.objective.target if report else None,
+        "final_train_loss": train.final_train_loss if train else None,
+        "best_val_loss": train.best_val_loss if train else None,
+        "best_step": train.best_step if train else None, "steps": train.steps if train else None,
+        "tokens_per_second": train.tokens_per_second if train else None,
+        "peak_rss_mb": train.peak_rss_mb if train else None, "train_seconds": train.seconds if train else None,
+        "total_seconds": round(sum(report.timings.values()), 2) if report and report.timings else None,
+        "data_hash": report.data.data_hash if report else None,
     }
 
 

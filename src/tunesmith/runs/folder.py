@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import UserError
-from tunesmith.models.adapters import has_adapter
 
 STATUS_FILE = "status.json"
 
@@ -73,18 +72,4 @@ def find_run(ref: str, runs_dir: Path) -> RunPaths:
         if cand.is_dir() and (cand / "config.yaml").is_file():
             return RunPaths(cand)
     raise UserError(f"no run '{ref}' (looked for a run folder at {ref} and in {runs_dir}/)")
-
-
-def find_adapter(ref: str, runs_dir: Path) -> Path:
-    """The adapter folder that ``ref`` names: an adapter folder, a run folder, or a run id in ``runs_dir``.
-
-    Raises:
-        UserError: No adapter there.
-    """
-    if has_adapter(Path(ref)):
-        return Path(ref)
-    run = find_run(ref, runs_dir)
-    if not has_adapter(run.adapter):
-        raise UserError(f"run {run.id} has no saved adapter in {run.adapter}")
-    return run.adapter
 

@@ -30,6 +30,7 @@ import yaml
 from rich.markup import escape
 
 from tunesmith.config import Config, flatten_config
+from tunesmith.report.schema import read_report_if_any
 from tunesmith.tasks import TASKS
 from tunesmith.errors import UserError
 from tunesmith.runs.folder import RunPaths
@@ -161,22 +162,24 @@ def folder_row(run: RunPaths) -> dict[str, Any]:
     """
     config = _read(run.config, yaml.safe_load) or {}
     status = _status(run)
-    report = _read(run.report_json, json.loads) or {}
+    report = read_report_if_any(run.report_json)
     manifest = _read(run.data / "manifest.json", json.loads) or {}
     section = lambda name: config.get(name) or {}  # noqa: E731
-    objective = report.get("objective") or {}
-    task = objective.get("task") or section("objective").get("task")
-    metric = objective.get("metric") or section("objective").get("metric") or (TASKS[task].primary_metric if task in TASKS else None)
-    sides = {side: (report.get(side) or {}).get("metrics") or {} for side in ("baseline", "tuned")}
-    metrics = {**sides, "train": report.get("train") or {},
-               "higher_is_better": {k: v.get("higher_is_better") for k, v in (report.get("comparison") or {}).items()}}
+    task = report.objective.task if report else section("objective").get("task")
+    metric = (report.objective.metric if report else section("objective").get("metric")) or \
+        (TASKS[task].primary_metric if task in TASKS else None)
+    sides = {"baseline": report.baseline.metrics if report and report.baseline else {},
+             "tuned": report.tuned.metrics if report else {}}
+    metrics = {**sides, "train": report.train.model_dump() if report and report.train else {},
+               "higher_is_better": {k: v.higher_is_better for k, v in report.comparison.items()} if report else {}}
     return {
         "id": run.id, "path": str(run.root.resolve()), "project": section("project").get("name"), "task": task,
         "created": _created(run), "updated": status.get("updated"), "status": status.get("status", "unknown"),
         "method": section("adapter").get("method"), "base_model": section("model").get("base"),
-        "data_hash": (report.get("data") or {}).get("data_hash") or manifest.get("data_hash"),
+        "data_hash": (report.data.data_hash if report else None) or manifest.get("data_hash"),
         "metric": metric, "baseline": sides["baseline"].get(metric), "tuned": sides["tuned"].get(metric),
-        "target": objective.get("target", section("objective").get("target")), "verdict": report.get("verdict"),
+        "target": report.objective.target if report else section("objective").get("target"),
+        "verdict": report.verdict if report else None,
         "error": status.get("error"), "sweep": status.get("sweep"),
         "config": json.dumps(config, default=str), "metrics": json.dumps(metrics),
     }

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunesmith.config import Config
+from tunesmith.console import console
 from tunesmith.data.prepare import Splits, prepare_splits
 from tunesmith.models.load import load_tokenizer
 from tunesmith.models.resolve import resolve_base
-from tunesmith.console import console
 
 
 def base_path(cfg: Config) -> Path:

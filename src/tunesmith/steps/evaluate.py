@@ -10,8 +10,8 @@ from tunesmith.evaluate.evaluator import EvalResult, evaluate_model
 from tunesmith.evaluate.fairness import counterfactual_probe, group_metrics
 from tunesmith.evaluate.forgetting import measure_general
 from tunesmith.evaluate.metrics import METRICS
-from tunesmith.tasks import get_task
 from tunesmith.models.load import LoadedModel
+from tunesmith.tasks import get_task
 
 
 def evaluate_split(lm: LoadedModel, splits: Splits, cfg: Config, name: str) -> EvalResult:

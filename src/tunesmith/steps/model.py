@@ -1,4 +1,5 @@
-"""The model steps bound to a project's config: the checks before work starts, loading the base model, a chat generator."""
+"""The model steps bound to a project's config: the checks before work starts, loading the base model, finding a
+run's adapter, a chat generator."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from tunesmith.console import console
 from tunesmith.errors import UserError
 from tunesmith.evaluate.metrics import check_metric
 from tunesmith.inference.clients import Generator, LocalGenerator, OpenAIGenerator
-from tunesmith.models.adapters import check_adapter, get_method, method_options
+from tunesmith.models.adapters import check_adapter, get_method, has_adapter, method_options
 from tunesmith.models.load import LoadedModel, load_base_model
 from tunesmith.models.resolve import resolve_base
+from tunesmith.runs.folder import find_run
 from tunesmith.steps.data import base_path
 from tunesmith.tracking import check_trackers
 
@@ -54,3 +56,18 @@ def load_generator(cfg: Config, generator: str, endpoint: str | None, model: str
     path = base_path(cfg) if generator == "base" else resolve_base(generator, status=console.print)
     lm = load_base_model(path, cfg.model.precision, cfg.model.trust_remote_code)
     return LocalGenerator(lm, name=cfg.model.base if generator == "base" else generator)
+
+
+def find_adapter(ref: str, runs_dir: Path) -> Path:
+    """The adapter folder that ``ref`` names: an adapter folder, a run folder, or a run id in ``runs_dir``.
+
+    Raises:
+        UserError: No adapter there.
+    """
+    if has_adapter(Path(ref)):
+        return Path(ref)
+    run = find_run(ref, runs_dir)
+    if not has_adapter(run.adapter):
+        raise UserError(f"run {run.id} has no saved adapter in {run.adapter}")
+    return run.adapter
+

@@ -14,7 +14,8 @@ from tunesmith.data.encode import encode_example
 from tunesmith.data.prepare import Splits
 from tunesmith.models.adapters import BuildContext, apply_adapter, get_method, init_from_adapter, save_adapter
 from tunesmith.models.load import LoadedModel
-from tunesmith.runs.folder import RunPaths, find_adapter
+from tunesmith.runs.folder import RunPaths
+from tunesmith.steps.model import find_adapter
 from tunesmith.train.loop import TrainResult, is_main_process, plan_steps, train_adapter, world_size
 
 
