@@ -14,7 +14,7 @@ from tunesmith.data.examples import Example
 from tunesmith.inference.generate import generate_batched
 from tunesmith.evaluate.metrics import METRICS, compute_metrics
 from tunesmith.evaluate.normalize import match_label
-from tunesmith.evaluate.tasks import metrics_by_task, scoring
+from tunesmith.evaluate.per_task import metrics_by_task, scoring
 from tunesmith.tasks import get_task
 from tunesmith.models.load import LoadedModel
 from tunesmith.train.loss import evaluate_loss
@@ -57,7 +57,7 @@ def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, s
         max_seq_len: Longest prompt in tokens.
         name: What is evaluated, for progress and the result.
         tasks: The tasks of a ``data.mix`` run (``Splits.tasks``): each example is then scored as
-            its own task's type, against its own task's labels (see :mod:`tunesmith.evaluate.tasks`).
+            its own task's type, against its own task's labels (see :mod:`tunesmith.evaluate.per_task`).
 
     Returns:
         The metrics and per-example predictions.

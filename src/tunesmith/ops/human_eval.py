@@ -9,7 +9,7 @@ from typing import Any
 from tunesmith.config import Config
 from tunesmith.data.io import write_jsonl
 from tunesmith.errors import UserError
-from tunesmith.evaluate.human import export_review, read_ratings, summarize
+from tunesmith.evaluate.human_eval import export_review, read_ratings, summarize
 from tunesmith.runs.folder import RunPaths
 from tunesmith.steps.report import add_report_section
 

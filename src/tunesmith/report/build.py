@@ -8,7 +8,7 @@ from tunesmith.config import Config
 from tunesmith.evaluate.analysis import confusion, error_analysis, paired_comparisons, slice_breakdown, tuned_interval, verdict
 from tunesmith.evaluate.evaluator import EvalResult
 from tunesmith.evaluate.metrics import METRICS, higher_is_better
-from tunesmith.evaluate.tasks import per_task
+from tunesmith.evaluate.per_task import per_task
 from tunesmith.report.schema import RunReport
 from tunesmith.train.loop import TrainResult
 

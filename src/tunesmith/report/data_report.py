@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # files only; no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tunesmith.data.prepare import Splits  # noqa: E402
-from tunesmith.report.tasks import shares_sentence  # noqa: E402
+from tunesmith.report.per_task import shares_sentence  # noqa: E402
 
 
 def data_summary(splits: Splits, data_hash: str | None = None) -> dict[str, Any]:

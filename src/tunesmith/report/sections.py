@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tunesmith.report.schema import RunReport
-from tunesmith.report.tasks import per_task_table, shares_sentence
+from tunesmith.report.per_task import per_task_table, shares_sentence
 
 Tone = Literal["plain", "muted", "warning", "met", "not met", "inconclusive"]
 

@@ -19,7 +19,7 @@ def per_task_table(per_task: Sequence[dict[str, Any]]) -> tuple[list[str], list[
     """The header and one row per task and metric, the task's leading metric first and marked.
 
     Args:
-        per_task: The report's ``per_task`` entries (see :func:`tunesmith.evaluate.tasks.per_task`).
+        per_task: The report's ``per_task`` entries (see :func:`tunesmith.evaluate.per_task.per_task`).
 
     Returns:
         Column names and rows of cells (numbers, text, or None for "no value").

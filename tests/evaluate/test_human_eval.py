@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from tunesmith.errors import DataError
-from tunesmith.evaluate.human import export_review, read_ratings, summarize
+from tunesmith.evaluate.human_eval import export_review, read_ratings, summarize
 
 
 def predictions(tmp_path, n=6):

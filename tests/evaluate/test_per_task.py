@@ -8,8 +8,8 @@ from tunesmith.data.examples import Example
 from tunesmith.evaluate.analysis import paired_comparisons, references
 from tunesmith.evaluate.metrics import METRICS
 from tunesmith.tasks import get_task
-from tunesmith.evaluate.tasks import metrics_by_task, per_task, scoring, task_metric
-from tunesmith.report.tasks import HEADER, per_task_table
+from tunesmith.evaluate.per_task import metrics_by_task, per_task, scoring, task_metric
+from tunesmith.report.per_task import HEADER, per_task_table
 
 TASKS = {"intent": {"type": "classification", "weight": 3.0, "labels": ["a", "b"]},
          "faq": {"type": "qa", "weight": 1.0, "labels": None}}
