@@ -123,6 +123,12 @@ def test_data_check_reports_where_every_row_went(tmp_path, tiny_model_dir):
     assert s["duplicates_exact"] == 1 and s["duplicates_near"] >= 1
     assert s["pii"] == {"EMAIL": 1}
     assert {"rows_kept", "removed", "conflicts", "leakage"} <= set(s)
+    # The same check as a person reads it: where every row went, and where the report is.
+    res = runner.invoke(app, ["data", "check", str(path), "--out", str(tmp_path / "rep"),
+                              "--set", f"model.base={tiny_model_dir}", "--set", "model.max_seq_len=40"])
+    assert res.exit_code == 0, res.output
+    assert "14 rows read" in res.output and "set aside 1: malformed JSON" in res.output
+    assert "Report: " in res.output and "data_report.html" in res.output
     page = (tmp_path / "rep" / "data_report.html").read_text()
     assert "data:image/png;base64," in page and "Rows read" in page
     assert (tmp_path / "rep" / "rejected.jsonl").read_text().count("\n") == 1

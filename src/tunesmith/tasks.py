@@ -82,6 +82,9 @@ def get_task(name: str) -> TaskType:
 
 
 _ROUGE = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+#: What the qa, summarisation and generation examples start from (their lengths differ).
+_GENERATIVE_PRESET = {"target": "null", "epochs": 3, "max_steps": "null", "batch_size": 8, "lr": 0.001,
+                      "eval_every": "null", "logging_steps": 5}
 
 register_task(TaskType(
     name="classification", summary="Assign one label from a fixed set to each input.",
@@ -98,22 +101,19 @@ register_task(TaskType(
     name="qa", summary="Answer a question, usually from a given context.",
     metrics=("exact_match", "token_f1"), also=_ROUGE, primary_metric="token_f1", example_score="token_f1",
     system_prompt="Answer the question from the context. Reply with the shortest exact answer only.",
-    preset={"target": "null", "max_seq_len": 256, "epochs": 3, "max_steps": "null", "batch_size": 8, "lr": 0.001,
-            "eval_every": "null", "logging_steps": 5, "max_new_tokens": 24},
+    preset={**_GENERATIVE_PRESET, "max_seq_len": 256, "max_new_tokens": 24},
     example_name="qa-example"))
 
 register_task(TaskType(
     name="summarization", summary="Condense a text.",
     metrics=(*_ROUGE, "bleu", "chrf"), primary_metric="rougeL", example_score="rougeL",
     system_prompt="Summarise the text in one short sentence.",
-    preset={"target": "null", "max_seq_len": 256, "epochs": 3, "max_steps": "null", "batch_size": 8, "lr": 0.001,
-            "eval_every": "null", "logging_steps": 5, "max_new_tokens": 48},
+    preset={**_GENERATIVE_PRESET, "max_seq_len": 256, "max_new_tokens": 48},
     example_name="summarization-example"))
 
 register_task(TaskType(
     name="generation", summary="Produce free text (or JSON) from an instruction.",
     metrics=(*_ROUGE, "bleu", "chrf"), also=("exact_match", "token_f1", "json_valid", "json_field_accuracy"),
     primary_metric="rougeL", example_score="rougeL", system_prompt=None,
-    preset={"target": "null", "max_seq_len": 192, "epochs": 3, "max_steps": "null", "batch_size": 8, "lr": 0.001,
-            "eval_every": "null", "logging_steps": 5, "max_new_tokens": 48},
+    preset={**_GENERATIVE_PRESET, "max_seq_len": 192, "max_new_tokens": 48},
     example_name="generation-example"))

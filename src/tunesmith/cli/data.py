@@ -51,7 +51,7 @@ def data_check(
     if as_json:
         emit({**summary, "report": str(out / "data_report.html")})
         return
-    lazy("tunesmith.steps.data").print_datarun_summary(splits, out)
+    lazy("tunesmith.steps.data").print_data_summary(splits, out)
     console.print(f"{summary['rows_read']} rows read: {summary['rows_kept']} kept, {sum(summary['rejected'].values())} "
                   f"set aside, {sum(summary['removed'].values())} removed; {summary['conflicts']} conflicts, "
                   f"{summary['leakage']} leaking, PII {summary['pii'] or 'none'}")
@@ -77,7 +77,7 @@ def data_prepare(
     if as_json:
         emit({**summary, "folder": str(out), "manifest": str(out / "manifest.json")})
         return
-    lazy("tunesmith.steps.data").print_datarun_summary(splits, out)
+    lazy("tunesmith.steps.data").print_data_summary(splits, out)
     console.print(f"Prepared splits {splits.counts()} (data hash {summary['data_hash'][:12]}) in {out}")
     console.print(f"Train on them: tunesmith run -c {config} --set data.prepared={out.resolve()}")
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, get_args
 
 import torch
+import transformers
 from torch import nn
 
 from tunesmith.config import FastPathPart
@@ -151,11 +152,11 @@ def _llama_like_counts(model: nn.Module) -> dict[str, int]:
     return {"swiglu": mlps, "rms_norm": norms, "rotary": rotary_modules(model)}
 
 
-def _shortfalls(report: FastPathReport, wanted: set[str], lm: LoadedModel, base: nn.Module,
-                expected: dict[str, int], attention_before: str | None) -> list[str]:
+def _shortfalls(report: FastPathReport, wanted: set[str], lm: LoadedModel, expected: dict[str, int],
+                attention_before: str | None) -> list[str]:
     """The parts asked for that should have applied to this model and hardware but did not, with reasons."""
     out: list[str] = []
-    version = f"transformers {_transformers_version()}"
+    version = f"transformers {transformers.__version__}"
     served = {"swiglu": report.swiglu_mlps, "rms_norm": report.rms_norms, "rotary": report.rotary_attention}
     what = {"swiglu": "gated MLPs", "rms_norm": "RMSNorm layers", "rotary": "rotary attention modules"}
     for part, count in served.items():
@@ -170,12 +171,6 @@ def _shortfalls(report: FastPathReport, wanted: set[str], lm: LoadedModel, base:
             and not report.native_kernels:
         out.append(f"native kernels: {unavailable_reason()}; PyTorch operators compute the same results more slowly")
     return out
-
-
-def _transformers_version() -> str:
-    import transformers
-
-    return transformers.__version__
 
 
 @contextmanager
@@ -242,7 +237,7 @@ def fast_path(lm: LoadedModel, parts: str | Collection[str] = "auto") -> Iterato
             report.shape_multiple = PACKED_MULTIPLE if report.packing else PADDED_MULTIPLE
         if lm.autocast_dtype is not None and report.fused_lora_layers and "bf16_weights" in wanted:
             report.frozen_weights_in_bf16 = store_frozen_weights(lm.model, lm.autocast_dtype, stored)
-        report.warnings = _shortfalls(report, wanted, lm, base, expected, attention_before)
+        report.warnings = _shortfalls(report, wanted, lm, expected, attention_before)
         for text in report.warnings:
             warnings.warn(f"fast path: {text}", stacklevel=3)
         yield report
