@@ -20,6 +20,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.ops.chat import chat_once
 from tunesmith.ops.reevaluate import evaluate_run, load_run
 from tunesmith.recipes.finetune import run_pipeline
+from tunesmith.report.schema import SCHEMA_VERSION
 from tunesmith.project import init_project
 from tunesmith.runs.store import query_runs
 
@@ -34,9 +35,15 @@ def test_run_writes_every_artefact(finished_run):
     run, _ = finished_run
     for name in ("config.yaml", "metrics.jsonl", "report.md", "report.json", "report.html", "loss.png", "confusion.png", "status.json",
                  "predictions/baseline.jsonl", "predictions/tuned.jsonl", "data/manifest.json",
-                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors"):
+                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "versions.json"):
         assert (run.root / name).is_file(), name
     report = json.loads(run.report_json.read_text())
+    assert report["schema_version"] == SCHEMA_VERSION
+    import torch, transformers  # noqa: E401  (the versions the run used, recorded in the folder and the report)
+    assert report["versions"]["torch"] == torch.__version__ and report["versions"]["transformers"] == transformers.__version__
+    assert json.loads((run.root / "versions.json").read_text()) == report["versions"]
+    fast = report["train"]["fast_path"]  # every part applied to the tiny Llama on this CPU, and nothing to warn about
+    assert fast["warnings"] == [] and fast["rotary_attention"] == fast["swiglu_mlps"] == 2 and fast["packing"]
     assert report["objective"] == {"task": "classification", "metric": "accuracy", "target": 0.0, "higher_is_better": True}
     assert set(report["baseline"]["metrics"]) >= {"accuracy", "macro_f1", "loss", "perplexity"}
     assert set(report["tuned"]["metrics"]) == set(report["baseline"]["metrics"])

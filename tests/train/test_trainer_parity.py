@@ -34,7 +34,8 @@ def _encoded(tok) -> list[Encoded]:
     return out
 
 
-def test_step_losses_equal_transformers_trainer(tiny_tokenizer):
+@pytest.mark.parametrize("fast_path", ["auto", "off"])  # with the fast path and without it, as PEFT defines the model
+def test_step_losses_equal_transformers_trainer(tiny_tokenizer, fast_path):
     enc, steps = _encoded(tiny_tokenizer), 6
     base = build_tiny_model(tiny_tokenizer)
     ours = apply_adapter(copy.deepcopy(base), AdapterConfig(method="lora", dropout=0.0))
@@ -43,10 +44,12 @@ def test_step_losses_equal_transformers_trainer(tiny_tokenizer):
     ref.load_state_dict(ours.state_dict())  # the same starting adapter
 
     cfg = TrainConfig(epochs=steps, batch_size=len(enc), lr=1e-3, logging_steps=1, eval_every=None,
-                      early_stopping_patience=None, warmup_ratio=0.2, scheduler="cosine", max_grad_norm=1.0)
+                      early_stopping_patience=None, warmup_ratio=0.2, scheduler="cosine", max_grad_norm=1.0,
+                      fast_path=fast_path)
     result = train_adapter(LoadedModel(ours, tiny_tokenizer, None, torch.device("cpu"), None), enc, [], cfg,
                            seed=0, method=get_method("lora"))
     our_losses = [r["train_loss"] for r in result.history if "train_loss" in r]
+    assert bool(result.fast_path["fused_lora_layers"]) == (fast_path == "auto")
 
     rows = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels} for e in enc]
     with tempfile.TemporaryDirectory() as out:

@@ -10,7 +10,7 @@ import typer
 from tunesmith.cli.common import (JsonOpt, RunsDirOpt, app, emit, handle_errors, lazy, runs_dir_of)
 from tunesmith.console import console
 
-human_eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Blind human review of a run's baseline and tuned outputs.")
+human_eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Blind human A/B evaluation of a run's baseline and tuned outputs.")
 app.add_typer(human_eval_app, name="human-eval")
 # The group's former name, kept working for scripts written against it (hidden from --help).
 app.add_typer(human_eval_app, name="review", hidden=True)

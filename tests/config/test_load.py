@@ -41,6 +41,8 @@ def test_round_trip_yaml(tmp_path):
         ("data:\n  split: {train: 0.8, validation: 0.1, test: 0.2}\n", ["data.split:", "sum to 1"]),
         ("objective:\n  task: translation\n", ["objective.task:", "classification"]),
         ("data:\n  validation: v.jsonl\n", ["data:", "both data.validation and data.test"]),
+        ("train:\n  fast_path: [fused_lora, turbo]\n", ["train.fast_path", "rms_norm"]),
+        ("train:\n  fast_path: fast\n", ["train.fast_path", "'auto' or 'off'"]),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path, text, expected):
