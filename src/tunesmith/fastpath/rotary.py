@@ -28,7 +28,7 @@ from torch import nn
 from transformers.models.llama import modeling_llama
 
 from tunesmith.fastpath.native import library
-from tunesmith.fastpath.routing import hub_function, route, same_code, set_forward
+from tunesmith.fastpath.routing import hub_function, route, same_code, set_forward, unwrapped
 
 # Llama's own function (transformers 5 wraps it in a hub-kernel module; the function is inside).
 _REFERENCE = hub_function(modeling_llama.apply_rotary_pos_emb)
@@ -94,11 +94,12 @@ def _routed(forward: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _calls_llamas_rotary(module: nn.Module) -> bool:
-    """transformers 4 (and 5 without ``kernels``): the class's forward calls a plain copy of Llama's function."""
-    forward = getattr(type(module), "forward", None)
+    """transformers 4 (and 5 without ``kernels``): the class's forward, under its decorators, calls a plain copy of
+    Llama's function, and the module has no private wrapper of it (see :func:`_private_rotary`)."""
+    forward = unwrapped(getattr(type(module), "forward", None))
     code = getattr(forward, "__code__", None)
-    return (code is not None and "apply_rotary_pos_emb" in code.co_names
-            and same_code(forward.__globals__.get("apply_rotary_pos_emb"), _REFERENCE))
+    return (code is not None and "apply_rotary_pos_emb" in code.co_names and _private_rotary(module) is None
+            and same_code(hub_function(forward.__globals__.get("apply_rotary_pos_emb")), _REFERENCE))
 
 
 def _private_rotary(module: nn.Module) -> nn.Module | None:
@@ -131,8 +132,16 @@ def _use_private(private: nn.Module) -> None:
 
 
 def rotary_modules(model: nn.Module) -> int:
-    """How many attention modules of ``model`` apply rotary embeddings by Llama's function (routed or not)."""
-    return sum(1 for m in model.modules() if _private_rotary(m) is not None or _calls_llamas_rotary(m))
+    """How many attention modules of a model with rotary position embeddings there are, by structure alone.
+
+    What the ``rotary`` part should serve, counted without recognising any code, so that a module
+    whose code is not recognised (a new transformers release) shows as a shortfall, not as nothing
+    to do: modules with q, k, v and o projections, in a model that has a rotary embedding module.
+    """
+    modules = list(model.modules())
+    if not any(type(m).__name__.endswith("RotaryEmbedding") for m in modules):
+        return 0
+    return sum(1 for m in modules if all(hasattr(m, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")))
 
 
 def use_fast_rotary(model: nn.Module) -> int:
@@ -148,4 +157,6 @@ def use_fast_rotary(model: nn.Module) -> int:
         if private is not None:
             _use_private(private)
             count += 1
-    return count + route(model, _calls_llamas_rotary, lambda module: _routed(type(module).forward))
+    # The undecorated forward runs routed: the decorators transformers 4 puts around it (deprecate_kwarg) only
+    # rename arguments that callers outside the model might still pass.
+    return count + route(model, _calls_llamas_rotary, lambda module: _routed(unwrapped(type(module).forward)))

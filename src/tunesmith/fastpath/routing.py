@@ -14,13 +14,21 @@ ROUTED = "_tunesmith_routed"
 
 
 def same_code(fn: Any, reference: Callable[..., Any]) -> bool:
-    """Whether ``fn`` is a Python function with ``reference``'s bytecode and names.
+    """Whether ``fn`` is a Python function with ``reference``'s bytecode and names, each under its decorators.
 
-    Architectures that copy Llama's code (Mistral, Qwen2 and others) pass; anything else, a
-    wrapped or changed function included, does not, and keeps its own code.
+    Architectures that copy Llama's code (Mistral, Qwen2 and others) pass; a changed function does
+    not, and keeps its own code. Decorators that wrap a function with ``functools.wraps`` (such as
+    transformers' ``deprecate_kwarg``) are looked through on both sides, so that two different
+    functions under the same decorator are not taken for the same code.
     """
+    fn, reference = unwrapped(fn), unwrapped(reference)
     code, ref = getattr(fn, "__code__", None), getattr(reference, "__code__", None)
     return code is not None and ref is not None and code.co_code == ref.co_code and code.co_names == ref.co_names
+
+
+def unwrapped(fn: Any) -> Any:
+    """``fn`` without the ``functools.wraps`` decorators around it (``fn`` itself where there are none)."""
+    return inspect.unwrap(fn) if callable(fn) and hasattr(fn, "__wrapped__") else fn
 
 
 def hub_function(fn: Any) -> Any:
