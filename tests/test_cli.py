@@ -158,3 +158,16 @@ def test_score_any_systems_predictions(tmp_path):
     (tmp_path / "short.jsonl").write_text('{"id": 0, "prediction": "x"}\n')
     res = runner.invoke(app, ["score", "--task", "qa", "-p", str(tmp_path / "short.jsonl"), "-r", str(tmp_path / "refs.jsonl")])
     assert res.exit_code == 2 and "39 reference ids have no prediction" in res.output.replace("\n", "")
+
+
+def test_data_check_of_your_own_csv_takes_format_and_columns_from_set(tmp_path):
+    rows = ["ticket,category"] + [f"my card {i} has not arrived,card" for i in range(12)] + \
+        [f"what rate applies to {c} today,rate" for c in "abcdefghijkl"]
+    path = tmp_path / "tickets.csv"
+    path.write_text("\n".join(rows) + "\n")
+    res = runner.invoke(app, ["data", "check", str(path), "--no-tokens", "--json", "--out", str(tmp_path / "rep"),
+                              "--set", "data.format=text_label", "--set", "data.columns={text: ticket, label: category}"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    assert s["format"] == "text_label" and s["columns"] == {"text": "ticket", "label": "category"}
+    assert s["rows_read"] == 24

@@ -74,3 +74,16 @@ def test_presidio_backend_missing_is_a_clear_error():
         pytest.skip("presidio is installed here")
     with pytest.raises(DataError, match="presidio-analyzer is not installed"):
         scrub_pii([Example(id="1", prompt="hi", target="x")], PiiConfig(ner="presidio"), "train")
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    ("My contact: 16.239.210.187.", [("IP", "16.239.210.187")]),             # an address ending a sentence
+    ("Servers 10.0.0.1, 10.0.0.2; and 192.168.1.20!", [("IP", "10.0.0.1"), ("IP", "10.0.0.2"),
+                                                        ("IP", "192.168.1.20")]),
+    ("(8.8.8.8) answered", [("IP", "8.8.8.8")]),
+    ("Version 1.2.3.4.5 is not an address", []),
+    ("How much gold did Victoria produce in the years of 1851-1860?", []),  # a range of years, not a phone
+    ("Call 555-0142 or 020 7946 0018.", [("PHONE", "555-0142"), ("PHONE", "020 7946 0018")]),
+])
+def test_addresses_at_punctuation_and_year_ranges(text, found):
+    assert [(s.type, s.value) for s in find_pii(text)] == found

@@ -40,7 +40,9 @@ def data_check(
     # FILES replace the project's data, a data.mix included.
     overrides = [*(set_ or []), f"data.train={json.dumps([str(f.resolve()) for f in files])}", "data.mix=null"]
     if task is None and config is None:
-        task = guess_task(files[0])
+        # --set data.format / data.columns decide the format (and so the task) before anything is guessed.
+        given, _ = load_config(None, overrides)
+        task = guess_task(files[0], given.data.format, dict(given.data.columns))
     if task is not None:
         overrides.append(f"objective.task={task}")
     if strict:

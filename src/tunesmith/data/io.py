@@ -28,6 +28,31 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 #: How much of a set-aside line's raw text is kept in ``rejected.jsonl``.
 MAX_RAW_CHARS = 20_000
 
+
+_SURROGATE = "an unpaired surrogate escape (such as \\ud800), which is not valid Unicode"
+
+
+def _lone_surrogate(row: Any, text: str) -> bool:
+    """Whether a parsed row holds half of a UTF-16 surrogate pair, which no file can be written with.
+
+    Only a ``\\u`` escape in the JSON text can put one there (UTF-8 input cannot), so rows
+    without such an escape are not checked.
+    """
+    if "\\ud" not in text.lower():
+        return False
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _unreadable(exc: Exception) -> str:
+    """Why valid-looking JSON could not be read: Python's parser stops at deep nesting and very long integers."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to read (arrays or objects inside each other about a thousand levels down)"
+    return f"a value Python cannot read ({str(exc).split(';')[0]})"
+
 _SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
 
 
@@ -136,8 +161,14 @@ def _read_jsonl(path: Path, gz: bool) -> Iterator[Record]:
             except json.JSONDecodeError as exc:
                 yield Record(path, no, None, text[:MAX_RAW_CHARS], f"malformed JSON: {exc.msg} at column {exc.colno}")
                 continue
+            except (RecursionError, ValueError) as exc:  # nesting or numbers past what Python's parser reads
+                yield Record(path, no, None, text[:MAX_RAW_CHARS], f"malformed JSON: {_unreadable(exc)}")
+                continue
             if not isinstance(row, dict):
                 yield Record(path, no, None, text[:MAX_RAW_CHARS], f"not a JSON object: got {type(row).__name__}")
+                continue
+            if _lone_surrogate(row, text):
+                yield Record(path, no, None, text[:MAX_RAW_CHARS], f"malformed JSON: {_SURROGATE}")
                 continue
             yield Record(path, no, row, text[:MAX_RAW_CHARS])
 
@@ -162,9 +193,14 @@ def _read_json_array(path: Path, gz: bool) -> Iterator[Record]:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"malformed JSON: {exc.msg} at column {exc.colno}", path=path, line=exc.lineno) from None
+    except (RecursionError, ValueError) as exc:
+        raise DataError(f"malformed JSON: {_unreadable(exc)}", path=path) from None
     if not isinstance(items, list):
         raise DataError("expected a JSON array of objects", path=path)
     for i, row in enumerate(items, start=1):
+        if _lone_surrogate(row, text):
+            yield Record(path, i, None, json.dumps(row)[:MAX_RAW_CHARS], f"malformed JSON: {_SURROGATE}")
+            continue
         raw = json.dumps(row, ensure_ascii=False)[:MAX_RAW_CHARS]
         if isinstance(row, dict):
             yield Record(path, i, row, raw)
@@ -254,4 +290,6 @@ def read_sheet(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 items.append((line, json.loads(text)))
             except json.JSONDecodeError as exc:
                 raise DataError(f"malformed JSON: {exc.msg}", path=path, line=line) from None
+            except (RecursionError, ValueError) as exc:
+                raise DataError(f"malformed JSON: {_unreadable(exc)}", path=path, line=line) from None
     return items

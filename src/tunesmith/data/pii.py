@@ -74,6 +74,8 @@ def _phone(value: str) -> bool:
     # Without a country code or area code in brackets, ids, dates and references look alike:
     # accept only separated groups ending in four digits (555-0142, 020 7946 0018).
     groups = re.split(r"[\s.\-]", value.strip())
+    if len(groups) == 2 and all(len(g) == 4 and 1000 <= int(g) <= 2100 for g in groups) and groups[0] <= groups[1]:
+        return False  # a range of years (1851-1860), as encyclopedic text is full of
     return len(groups) >= 2 and len(groups[-1]) == 4
 
 
@@ -100,7 +102,8 @@ _DETECTORS: list[tuple[str, re.Pattern[str], Callable[[str], bool], Callable[[st
     ("IBAN", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"), _iban, lambda t, d: d >= 2),
     ("CARD", re.compile(r"(?<![\d\-])\d(?:[ \-]?\d){12,18}(?![\d\-])"), _luhn, lambda t, d: d >= 13),
     ("SSN", re.compile(r"(?<![\d\-])\d{3}-\d{2}-\d{4}(?![\d\-])"), _ssn, lambda t, d: d >= 9 and "-" in t),
-    ("IP", re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])|(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])"), _ip,
+    # An address may end a sentence: a period after it is punctuation unless a digit follows.
+    ("IP", re.compile(r"(?<!\d)(?<!\d\.)(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)|(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])"), _ip,
      lambda t, d: (d >= 4 and t.count(".") >= 3) or t.count(":") >= 2),
     ("PHONE", re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{1,4}\)[\s.\-]?)?\d{1,4}(?:[\s.\-]?\d{2,4}){1,5}(?![\w])"),
      _phone, lambda t, d: d >= 7),

@@ -437,14 +437,21 @@ def _strict_message(rejected: list[Rejected]) -> str:
     return "\n".join(lines)
 
 
-def guess_task(path: Path) -> str:
-    """The task a data file's format is made for, from its first readable row.
+def guess_task(path: Path, data_format: str = "auto", columns: dict[str, str] | None = None) -> str:
+    """The task a data file's format is made for: the named format's, else the one its first readable row fits.
+
+    Args:
+        path: A data file or folder.
+        data_format: ``data.format`` as given (``auto`` detects it from the fields).
+        columns: ``data.columns``, the user's names for the format's fields.
 
     Raises:
         DataError: No readable row, or no format fits it.
     """
+    if data_format != "auto":
+        return FORMATS[data_format].tasks[0]
     for file in data_files(path):
         for record in read_records(file):
             if record.row is not None:
-                return FORMATS[detect_format(set(record.row), {})].tasks[0]
+                return FORMATS[detect_format(set(record.row), columns or {})].tasks[0]
     raise DataError("no readable rows to guess the task from", path=path)
