@@ -155,3 +155,10 @@ class ChatServer:
 
     def close(self) -> None:
         self.httpd.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _own_known_runs_dirs(tmp_path_factory, monkeypatch):
+    """Each test keeps its own list of known runs folders, not the user's (tunesmith.runs.store)."""
+    path = tmp_path_factory.mktemp("known") / "runs_dirs.json"
+    monkeypatch.setattr("tunesmith.runs.store._known_dirs_file", lambda: path)

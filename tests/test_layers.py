@@ -10,7 +10,7 @@ from pathlib import Path
 import tunesmith
 
 LAYERS = [
-    {"errors", "console", "tasks", "versions"},
+    {"errors", "console", "tasks", "versions", "cache"},
     {"config", "project"},
     {"data"},
     {"models"},

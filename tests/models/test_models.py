@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tunesmith.errors import ModelError
+from tunesmith.cache import CACHE_ENV
 from tunesmith.models import embedded
 from tunesmith.models.embedded import EmbeddedModel, gguf_path
 from tunesmith.models.load import load_base_model
@@ -21,7 +22,7 @@ def test_missing_embedded_package_says_how_to_install():
 
 
 def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv(embedded.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     assert embedded.converted_dir(EmbeddedModel("m", "p", "d", "f")) == tmp_path / "models" / "m"
 
 

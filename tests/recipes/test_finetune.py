@@ -16,7 +16,7 @@ from tests.conftest import ChatServer
 from tunesmith.cli import app
 from tunesmith.config import load_config
 from tunesmith.data.prepare import Splits
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, UserError
 from tunesmith.ops.chat import chat_once
 from tunesmith.ops.reevaluate import evaluate_run, load_run
 from tunesmith.recipes.finetune import run_pipeline
@@ -225,3 +225,15 @@ def test_fairness_report_by_attribute_and_counterfactual_swaps(tiny_project):
     cf = fair["counterfactual"]
     assert cf["probed"] >= 1 and 0 <= cf["changed"] <= cf["probed"]
     assert "## Fairness" in run.report_md.read_text() and "Fairness" in run.report_html.read_text()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.train=data/missing.jsonl", "data.train: .*missing.jsonl: file not found"),
+    ("model.base=/nonexistent/model", "model.base '/nonexistent/model' is not"),
+])
+def test_a_run_that_fails_on_its_config_leaves_no_run_behind(tiny_project, override, message):
+    cfg, base = load_config(tiny_project / "tunesmith.yaml", [override])
+    with pytest.raises(UserError, match=message):
+        run_pipeline(cfg, base)
+    runs = tiny_project / "runs"
+    assert not runs.exists() or not [p for p in runs.iterdir() if p.is_dir()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -199,3 +200,23 @@ def test_a_broken_registry_is_named_and_does_not_stop_a_run(two_runs, tmp_path, 
     note_run(runs_dir, RunPaths(runs_dir / a.id))  # what the pipeline calls: a warning, no exception
     err = " ".join(capsys.readouterr().err.split())
     assert "warning: run registry" in err and f"will record run {a.id} later" in err
+
+
+def test_runs_are_found_by_id_from_anywhere_once_recorded(tmp_path, monkeypatch):
+    from tunesmith.runs.folder import new_run
+    from tunesmith.runs.store import find_known_run, known_runs_dirs, note_run, query_known_runs
+
+    runs_dir = tmp_path / "project" / "runs"
+    run = new_run(runs_dir, "classification")
+    (run.root / "config.yaml").write_text("objective: {task: classification}\n")
+    note_run(runs_dir, run)
+    assert known_runs_dirs() == [runs_dir.resolve()]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert find_known_run(run.id, Path("runs")).root == runs_dir.resolve() / run.id
+    assert [r["id"] for r in query_known_runs()] == [run.id]
+    with pytest.raises(UserError, match="nor in the runs folders tunesmith knows"):
+        find_known_run("20990101-000000-qa", Path("runs"))
+    res = CliRunner().invoke(app, ["runs", "--json"])  # from a folder with no project and no runs
+    assert res.exit_code == 0 and [r["id"] for r in json.loads(res.stdout)] == [run.id]

@@ -105,3 +105,6 @@ def print_outcome(summary: dict[str, Any]) -> None:
             console.print(f"  task {t['task']} ({t['type']}, {t['count']} test examples): {t['metric']} {before}"
                           f"{m['tuned']['value']:.4f}", highlight=False)
     print(f"Report: {summary['report_html']} (also {summary['report']})")
+    run_id = summary["run_id"]
+    console.print(f"Next: tunesmith chat --run {run_id} \"a message\" | tunesmith export --run {run_id} --merge DIR | "
+                  "tunesmith runs", highlight=False, soft_wrap=True)

@@ -19,7 +19,7 @@ from tunesmith.errors import EXIT_USER
 from tunesmith.evaluate.normalize import match_label
 from tunesmith.runs.compare import compare_runs
 from tunesmith.runs.folder import find_run
-from tunesmith.runs.store import query_runs, sort_value, sync_registry
+from tunesmith.runs.store import query_known_runs, query_runs, sort_value, sync_registry
 
 
 def _cell(value: Any) -> str:
@@ -64,9 +64,16 @@ def runs(
     first; runs whose folder was deleted stay listed with status missing.
     """
     folder = runs_dir_of(runs_dir, config)
-    sync_registry(folder)
-    rows = query_runs(folder, status=status, task=task, method=method, since=since, sweep=sweep, where=where or [],
-                      sort=sort, limit=limit)
+    filters = {"status": status, "task": task, "method": method, "since": since, "sweep": sweep, "where": where or [],
+               "sort": sort, "limit": limit}
+    here = runs_dir is not None or config is not None or Path("tunesmith.yaml").is_file() or folder.is_dir()
+    if here:
+        sync_registry(folder)
+        rows = query_runs(folder, **filters)
+    else:  # no project and no runs folder here: every runs folder tunesmith has recorded runs in
+        rows = query_known_runs(**filters)
+        if rows and not as_json:
+            console.print(f"No runs folder here ({folder}); runs from every folder tunesmith knows:")
     if as_json:
         emit(rows)
         return

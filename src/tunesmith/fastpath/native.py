@@ -22,7 +22,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from tunesmith.models.embedded import cache_root
+from tunesmith.cache import cache_root
 
 SOURCE = Path(__file__).with_name("kernels.c")
 # -ffast-math lets the compiler use the C library's vectorised expf (glibc declares it only then); the

@@ -16,9 +16,9 @@ from typing import Any
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from tunesmith.cache import cache_root
 from tunesmith.errors import ModelError
 
-CACHE_ENV = "TUNESMITH_CACHE"
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,6 @@ class EmbeddedModel:
     package: str
     distribution: str
     gguf_file: str
-
-
-def cache_root() -> Path:
-    """Folder for converted checkpoints: ``$TUNESMITH_CACHE`` or ``~/.cache/tunesmith``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tunesmith"
 
 
 def gguf_path(model: EmbeddedModel) -> Path:

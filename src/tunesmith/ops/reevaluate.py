@@ -8,15 +8,16 @@ from tunesmith.config import Config, load_config
 from tunesmith.data.prepare import Splits
 from tunesmith.evaluate.evaluator import EvalResult
 from tunesmith.models.adapters import load_adapter
-from tunesmith.runs.folder import RunPaths, find_run
+from tunesmith.runs.folder import RunPaths
+from tunesmith.runs.store import find_known_run
 from tunesmith.steps.data import base_path, prepare_data
 from tunesmith.steps.evaluate import evaluate_split
 from tunesmith.steps.model import find_adapter, load_model, preflight
 
 
 def load_run(ref: str, runs_dir: Path) -> tuple[RunPaths, Config, Splits]:
-    """Find a run and read its stored config and data splits."""
-    run = find_run(ref, runs_dir)
+    """Find a run (in ``runs_dir``, or by its id in any runs folder tunesmith knows) and read its config and splits."""
+    run = find_known_run(ref, runs_dir)
     cfg, _ = load_config(run.config)
     return run, cfg, Splits.load(run.data)
 

@@ -26,7 +26,7 @@ from tunesmith.evaluate.forgetting import compare_general
 from tunesmith.models.load import LoadedModel
 from tunesmith.runs.folder import RunPaths, new_run, write_status
 from tunesmith.runs.store import note_run
-from tunesmith.steps.data import base_path, prepare_data, print_data_summary
+from tunesmith.steps.data import base_path, check_data_files, prepare_data, print_data_summary
 from tunesmith.steps.evaluate import evaluate_split, fairness_report, general_check
 from tunesmith.steps.model import load_model, preflight
 from tunesmith.report.schema import RunReport
@@ -184,15 +184,16 @@ def run_pipeline(cfg: Config, base_dir: Path, *, on_eval: Callable[[int, float],
     main = is_main_process()
     if resume is None:
         cfg = _resolved(cfg, base_dir)
+        check_data_files(cfg)
+    timings: dict[str, float] = {}
+    with _timed(timings, "resolve model"):  # a missing file or a bad model.base leaves no run folder behind
+        path = base_path(cfg)
     run = resume or _start_run(cfg)
     if main:
         console.print(f"{'Resuming run' if resume else 'Run'} [bold]{run.id}[/] in {run.root}")
-    timings: dict[str, float] = {}
     with _recorded(run, cfg, main) as trackers:
         if on_start is not None:
             on_start(run)
-        with _timed(timings, "resolve model"):
-            path = base_path(cfg)
         with _timed(timings, "data"):
             splits = _run_data(cfg, base_dir, path, run, resumed=resume is not None)
         with _timed(timings, "load model"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -33,7 +34,8 @@ from tunesmith.config import Config, flatten_config
 from tunesmith.report.schema import read_report_if_any
 from tunesmith.tasks import TASKS
 from tunesmith.errors import UserError
-from tunesmith.runs.folder import RunPaths
+from tunesmith.cache import cache_root
+from tunesmith.runs.folder import RunPaths, find_run
 from tunesmith.console import console
 
 DB_NAME = "registry.sqlite"
@@ -407,6 +409,65 @@ def get_run(runs_dir: Path, run_id: str) -> dict[str, Any] | None:
     return None if r is None else _row(r, True)
 
 
+#: Under the cache folder: every runs folder a run was recorded in, so that a run is found by its id from anywhere.
+KNOWN_DIRS_FILE = "runs_dirs.json"
+KNOWN_DIRS_KEPT = 200
+
+
+def _known_dirs_file() -> Path:
+    return cache_root() / KNOWN_DIRS_FILE
+
+
+def known_runs_dirs() -> list[Path]:
+    """The runs folders tunesmith has recorded runs in (most recent first) that still hold a registry."""
+    try:
+        names = json.loads(_known_dirs_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [Path(n) for n in names if isinstance(n, str) and (Path(n) / DB_NAME).is_file()]
+
+
+def remember_runs_dir(runs_dir: Path) -> None:
+    """Add ``runs_dir`` to the folders :func:`known_runs_dirs` lists (written whole, so never half a file)."""
+    path = _known_dirs_file()
+    here = str(runs_dir.resolve())
+    try:
+        names = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    except (OSError, ValueError):
+        names = []
+    # Newest first; folders since deleted drop out, and the list stays short.
+    names = [here, *(n for n in names if n != here and (Path(n) / DB_NAME).is_file())][:KNOWN_DIRS_KEPT]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(names, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def query_known_runs(**filters: Any) -> list[dict[str, Any]]:
+    """:func:`query_runs` over every known runs folder, merged (each row has its folder in ``runs_dir``)."""
+    sort, limit = filters.pop("sort", "created"), filters.pop("limit", None)
+    rows = [{**r, "runs_dir": str(d)} for d in known_runs_dirs() for r in query_runs(d, **filters)]
+    rows = _sorted(rows, sort) if sort != "created" else sorted(rows, key=lambda r: (r["created"] or "", r["id"]),
+                                                                  reverse=True)
+    return rows[:limit] if limit is not None else rows
+
+
+def find_known_run(ref: str, runs_dir: Path) -> RunPaths:
+    """A run by folder path, by id in ``runs_dir``, or by id in any known runs folder.
+
+    Raises:
+        UserError: No such run anywhere (the message lists where it looked).
+    """
+    try:
+        return find_run(ref, runs_dir)
+    except UserError as exc:
+        for folder in known_runs_dirs():
+            if (folder / ref / "config.yaml").is_file():
+                return RunPaths(folder / ref)
+        places = ", ".join(str(d) for d in known_runs_dirs()) or "none yet"
+        raise UserError(f"{exc}; nor in the runs folders tunesmith knows ({places})") from None
+
+
 def note_run(runs_dir: Path, run: RunPaths) -> None:
     """:func:`record_run` for the pipeline: a registry that cannot be written costs a warning, not the run.
 
@@ -414,5 +475,8 @@ def note_run(runs_dir: Path, run: RunPaths) -> None:
     """
     try:
         record_run(runs_dir, run)
+        remember_runs_dir(runs_dir)
+    except OSError as exc:  # the cache folder cannot be written: runs are still listed from their own folder
+        console.print(f"[yellow]warning:[/] cannot note {runs_dir} among the known runs folders ({exc})")
     except UserError as exc:
         console.print(f"[yellow]warning:[/] {escape(str(exc))}; `tunesmith runs` will record run {run.id} later")

@@ -11,6 +11,7 @@ from pathlib import Path
 from tunesmith.config import Config
 from tunesmith.console import console
 from tunesmith.data.prepare import Splits, prepare_splits
+from tunesmith.errors import DataError
 from tunesmith.models.load import load_tokenizer
 from tunesmith.models.resolve import resolve_base
 
@@ -19,6 +20,23 @@ def base_path(cfg: Config) -> Path:
     """Resolve ``model.base`` to a local checkpoint (converting the embedded model once)."""
     with console.status(f"Resolving base model {cfg.model.base}"):
         return resolve_base(cfg.model.base, status=console.print)
+
+
+def check_data_files(cfg: Config) -> None:
+    """Check that every data path the (resolved) config names exists, before a run folder is made for it.
+
+    Raises:
+        DataError: A path is missing; the message names its key (``data.train``, ``data.mix[1].path``, ...).
+    """
+    d = cfg.data
+    named: list[tuple[str, Path | list[Path] | None]] = [("data.validation", d.validation), ("data.test", d.test),
+                                                         ("data.prepared", d.prepared)]
+    if d.prepared is None:
+        named += [(f"data.mix[{i}].path", s.path) for i, s in enumerate(d.mix or [])] if d.mix else [("data.train", d.train)]
+    for key, value in named:
+        for path in value if isinstance(value, list) else [value]:
+            if path is not None and not Path(path).exists():
+                raise DataError(f"{key}: {path}: file not found")
 
 
 def prepare_data(cfg: Config, base_dir: Path, path: Path | None = None, require_test: bool = True) -> Splits:
