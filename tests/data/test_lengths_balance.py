@@ -117,3 +117,12 @@ def test_same_inputs_same_hash(tmp_path):
     assert prepare_splits(cfg, tmp_path).data_hash() == prepare_splits(cfg, tmp_path).data_hash()
     other = Config.model_validate({"data": {"dedup": {"near": False}}, "project": {"seed": 7}})
     assert prepare_splits(other, tmp_path).data_hash() != prepare_splits(cfg, tmp_path).data_hash()
+
+
+def test_labels_spelt_two_ways_are_flagged_with_their_counts():
+    from tunesmith.data.balance import similar_labels
+
+    (warning,) = similar_labels({"Shipping": 12, "shiping": 1, "returns": 9})
+    assert "'Shipping' (12 training and test examples) and 'shiping' (1)" in warning
+    assert similar_labels({"refund": 3, "Refund ": 2}) != []  # case and spacing alone
+    assert similar_labels({"level_1": 5, "level_2": 5, "card_arrival": 4, "card_delivery_estimate": 4}) == []

@@ -53,3 +53,23 @@ def test_markdown_and_html_draw_the_same_sections():
     assert "Training" in md_titles and "Software" in md_titles
     for text in (md, page):
         assert "rotary: 0 of 2 recognised" in text and "3 fused LoRA layers" in text and "torch 2.13.0" in text
+
+
+def test_worst_examples_leave_out_perfect_answers_and_long_cells_keep_their_end():
+    rows = [{"id": f"r{i}", "input": "passage " * 40 + f"question {i}?", "reference": "a", "output": "a",
+             "score": 1.0} for i in range(3)]
+    sections = build_sections(minimal_report(), rows, [], n_examples=2)
+    worst = next(s for s in sections if s.title.startswith("Worst"))
+    assert worst.title == "Worst test examples (tuned)" and "Every test example scored 1.0." in render_markdown([worst])
+    best = render_markdown([next(s for s in sections if s.title.startswith("Best"))])
+    assert "question 0?" in best and " … " in best  # the question at the end of a long input survives the cut
+
+
+def test_error_analysis_shows_what_the_model_said_when_it_names_no_label():
+    from tunesmith.evaluate.analysis import error_analysis
+
+    base = [{"id": "1", "input": "x", "reference": "pin", "output": "I think it is about cards", "prediction": "",
+             "score": 0.0}]
+    tuned = [{"id": "1", "input": "x", "reference": "pin", "output": "pin", "prediction": "pin", "score": 1.0}]
+    (improved,) = error_analysis(base, tuned)["improved"]
+    assert improved["baseline"] == "(no label) I think it is about cards" and improved["tuned"] == "pin"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import itertools
 import random
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +42,29 @@ def imbalance_ratio(counts: dict[str, int]) -> float | None:
     return round(max(counts.values()) / min(counts.values()), 2) if counts else None
 
 
+#: Two label names at least this alike (difflib's ratio, after case and punctuation are dropped) are reported.
+SIMILAR_LABELS = 0.85
+
+
+def similar_labels(counts: dict[str, int]) -> list[str]:
+    """Warnings for label names that look like one label spelt two ways (``Shipping``/``shiping``), with their counts.
+
+    Names that differ only in digits (``level_1``/``level_2``) are taken to be meant apart.
+    """
+    def norm(name: str) -> str:
+        return re.sub(r"[^a-z0-9]", "", name.lower())
+
+    out = []
+    for a, b in itertools.combinations(sorted(counts), 2):
+        na, nb = norm(a), norm(b)
+        if re.sub(r"\d", "", na) == re.sub(r"\d", "", nb) and na != nb:
+            continue
+        if na == nb or difflib.SequenceMatcher(None, na, nb).ratio() >= SIMILAR_LABELS:
+            out.append(f"labels {a!r} ({counts[a]} training and test examples) and {b!r} ({counts[b]}) look like one "
+                       "label spelt two ways: correct the data, or keep both if they are meant apart")
+    return out
+
+
 def balance_train(train: Sequence[Example], test: Sequence[Example], labels: Sequence[str], cfg: BalanceConfig,
                   seed: int) -> Balanced:
     """Apply the balance strategy to the training split and report the label distribution.
@@ -60,6 +86,7 @@ def balance_train(train: Sequence[Example], test: Sequence[Example], labels: Seq
     warnings += [f"class {lab!r} has {n} test examples (fewer than data.balance.min_test_per_class="
                  f"{cfg.min_test_per_class}): its results are too noisy to read" for lab, n in test_counts.items()
                  if n < cfg.min_test_per_class]
+    warnings += similar_labels({lab: counts.get(lab, 0) + test_counts.get(lab, 0) for lab in labels})
     present = {lab: n for lab, n in counts.items() if n > 0}
     rng = random.Random(seed)
     out, dropped, copies, weights = list(train), [], 0, None

@@ -126,9 +126,15 @@ def error_analysis(baseline: Sequence[Row] | None, tuned: Sequence[Row], limit: 
     improved = sorted((p for p in pairs if p[1]["score"] > p[0]["score"] + margin), key=lambda p: p[0]["score"] - p[1]["score"])
     still_wrong = [p for p in pairs if abs(p[1]["score"] - p[0]["score"]) <= margin and p[1]["score"] < 0.5]
 
+    def said(row: Row) -> str:
+        """The parsed answer, or what the model said when it names no label (a blank cell would hide it)."""
+        if row["prediction"] or not row.get("output"):
+            return row["prediction"]
+        return f"(no label) {row['output']}"
+
     def show(group: list[tuple[Row, Row]]) -> list[dict[str, Any]]:
-        return [{"id": t["id"], "input": t["input"], "reference": t["reference"], "baseline": b["prediction"],
-                 "tuned": t["prediction"], "baseline_score": b["score"], "tuned_score": t["score"]} for b, t in group[:limit]]
+        return [{"id": t["id"], "input": t["input"], "reference": t["reference"], "baseline": said(b),
+                 "tuned": said(t), "baseline_score": b["score"], "tuned_score": t["score"]} for b, t in group[:limit]]
 
     return {"counts": {"regressed": len(regressed), "improved": len(improved), "still_wrong": len(still_wrong)},
             "regressed": show(regressed), "improved": show(improved), "still_wrong": show(still_wrong)}

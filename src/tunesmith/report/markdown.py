@@ -14,8 +14,9 @@ _BADGE = {"met": "✅ ", "not met": "❌ ", "inconclusive": "❔ ", "warning": "
 def _cell(value: Any) -> str:
     if value is None:
         return "–"
-    text = f"{value:.4f}" if isinstance(value, float) else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")[:160]
+    text = (f"{value:.4f}" if isinstance(value, float) else str(value)).replace("|", "\\|").replace("\n", " ")
+    # Long cells keep their start and their end: a QA input ends with its question, after the passage.
+    return text if len(text) <= 160 else f"{text[:80]} … {text[-75:]}"
 
 
 def render_markdown(sections: Sequence[Section], plots: dict[str, Path] | None = None) -> str:

@@ -26,8 +26,8 @@ def plot_loss(history: Sequence[dict[str, Any]], out: Path, title: str = "Loss")
     train = [(r["step"], r["train_loss"]) for r in history if "train_loss" in r]
     val = [(r["step"], r["val_loss"]) for r in history if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    if train:
-        ax.plot(*zip(*train), label="training loss", color="#1f77b4")
+    if train:  # a marker on every point, so that a run of a single step still shows one
+        ax.plot(*zip(*train), "." if len(train) > 1 else "o", linestyle="-", label="training loss", color="#1f77b4")
     if val:
         ax.plot(*zip(*val), "o-", label="validation loss", color="#d62728")
         best = min(val, key=lambda t: t[1])

@@ -274,8 +274,10 @@ def _examples(tuned_rows: Sequence[dict[str, Any]], baseline_rows: Sequence[dict
                      [[x["input"], x["reference"], base_by_id.get(x["id"], {}).get("output", ""), x["output"],
                        f"{x['score']:.3f}"] for x in rows])
 
+    worst = [row for row in reversed(ranked) if row["score"] < 1.0][:n]  # a perfect answer is nobody's worst
     return [Section(f"Best {n} test examples (tuned)", [table(ranked[:n])]),
-            Section(f"Worst {n} test examples (tuned)", [table(list(reversed(ranked))[:n])])]
+            Section(f"Worst {len(worst)} test examples (tuned)" if worst else "Worst test examples (tuned)",
+                    [table(worst)] if worst else [Text("Every test example scored 1.0.")])]
 
 
 def build_sections(report: RunReport, tuned_rows: Sequence[dict[str, Any]] = (),
