@@ -81,3 +81,21 @@ def test_rubric_parsing(text, scores):
 @pytest.mark.parametrize("text, winner", [('{"winner": "b"}', "B"), ("Answer A is better.", "A"), ("TIE", "tie"), ("no idea", None)])
 def test_winner_parsing(text, winner):
     assert parse_winner(text)[0] == winner
+
+
+def test_unreadable_and_copied_replies_are_counted_never_averaged(monkeypatch):
+    monkeypatch.setenv("TEST_JUDGE_KEY", "secret-key")
+    replies = iter(['{"correctness": 4, "tone": 4, "rationale": "one sentence"}',  # the prompt's example, copied
+                    "I cannot judge this.", "???",
+                    '{"correctness": 5, "tone": 3, "rationale": "fine"}'])
+    server = ChatServer(lambda body: next(replies))
+    try:
+        judge = OpenAIGenerator(server.url, "judge", api_key_env="TEST_JUDGE_KEY")
+        _, tuned = outputs(4)
+        scored = judge_rubric(judge, tuned, CRITERIA)
+    finally:
+        server.close()
+    assert [r["status"] for r in scored] == ["copied", "unreadable", "unreadable", "scored"]
+    s = summarize_judge(scored, None, CRITERIA)
+    assert s["rubric_items"] == {"asked": 4, "scored": 1, "partial": 0, "unreadable": 2, "copied": 1}
+    assert s["rubric"] == {"correctness": None, "tone": None} and s["rubric_judged"] == {"correctness": 1, "tone": 1}

@@ -198,14 +198,18 @@ def test_llm_judge_through_an_endpoint_lands_in_the_report(finished_run, monkeyp
     server = ChatServer(lambda body: '{"correctness": 4, "completeness": 3, "tone": 5, "adherence": 4, "winner": "tie", '
                                      '"rationale": "both fine"}')
     try:
-        res = CliRunner().invoke(app, ["judge", "--run", run.id, "--runs-dir", str(project / "runs"), "--judge", "openai",
-                                       "--endpoint", server.url, "--model", "j", "--api-key-env", "TEST_JUDGE_KEY",
-                                       "--max-items", "4", "--json"])
+        args = ["judge", "--run", run.id, "--runs-dir", str(project / "runs"), "--judge", "openai",
+                "--endpoint", server.url, "--model", "j", "--api-key-env", "TEST_JUDGE_KEY", "--max-items", "4"]
+        text = CliRunner().invoke(app, args)  # as a person reads it: counts and sentences, not a JSON dump
+        res = CliRunner().invoke(app, [*args, "--json"])
     finally:
         server.close()
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
-    assert summary["items"] == 4 and summary["rubric"]["tone"] == 5.0 and summary["pairwise"]["tie"] == 4
+    # four items are fewer than a mean is given for: every reply is counted, no mean or win rate is claimed
+    assert summary["items"] == 4 and summary["rubric_judged"]["tone"] == 4 and summary["rubric"]["tone"] is None
+    assert summary["pairwise"]["tie"] == 4 and summary["pairwise"]["win_rate"] is None
+    assert text.exit_code == 0 and "tone: no mean (4 items judged)" in text.output and "{" not in text.output
     lines = [json.loads(line) for line in (run.root / "judge.jsonl").read_text().splitlines()]
     assert len(lines) == 8 and all(line["rationale" if line["kind"] == "rubric" else "rationales"] for line in lines)
     assert "LLM judge" in run.report_md.read_text() and json.loads(run.report_json.read_text())["llm_judge"]["items"] == 4

@@ -17,6 +17,7 @@ from tunesmith.tasks import TASKS
 from tunesmith.console import console, out_console
 from tunesmith.errors import EXIT_USER
 from tunesmith.evaluate.normalize import match_label
+from tunesmith.report.sections import judge_sentence
 from tunesmith.runs.compare import compare_runs
 from tunesmith.runs.folder import find_run
 from tunesmith.runs.store import query_known_runs, query_runs, sort_value, sync_registry
@@ -225,8 +226,19 @@ def judge(
     if as_json:
         emit(summary)
         return
-    console.print(json.dumps({k: v for k, v in summary.items() if k not in ("criteria",)}, indent=2))
-    console.print(f"Report updated: {run_paths.report_html}")
+    console.print(f"Judge {summary['judge']}: {judge_sentence(summary)}", highlight=False)
+    for criterion, mean in (summary.get("rubric") or {}).items():
+        judged = summary["rubric_judged"][criterion]
+        console.print(f"  {criterion}: " + (f"mean {mean:.2f} over {judged} items" if mean is not None
+                                              else f"no mean ({judged} items judged)"), highlight=False)
+    pw = summary.get("pairwise")
+    if pw:
+        rate = "none (too few decided)" if pw["win_rate"] is None else f"{pw['win_rate']:.2f}"
+        console.print(f"  pairwise, both orders: tuned {pw['tuned']}, baseline {pw['baseline']}, tie {pw['tie']}, "
+                      f"disagree {pw['disagree']}, unreadable {pw['unreadable']}; tuned win rate {rate}; position A "
+                      f"picked {pw['picked_position_a']:.0%}", highlight=False)
+    console.print(f"Every judgement with its rationale: {run_paths.root / 'judge.jsonl'}; report updated: "
+                  f"{run_paths.report_html}")
 
 
 @app.command()

@@ -21,6 +21,10 @@ from sklearn.metrics import cohen_kappa_score
 from tunesmith.inference.clients import Generator
 
 JUDGE_SYSTEM = "You are a strict, fair evaluator of answers. Follow the output format exactly."
+#: A mean score or win rate over fewer judged items than this is not given: it would read as a finding.
+MIN_JUDGED = 5
+#: The rationale of the example reply shown in the rubric prompt; a reply that repeats the example is no judgement.
+EXAMPLE_RATIONALE = "one sentence"
 RUBRIC_PROMPT = """Rate the ANSWER to the REQUEST on each criterion from 1 (very poor) to 5 (excellent).
 Criteria: {criteria}.
 {reference}REQUEST:
@@ -58,9 +62,15 @@ def _json_object(text: str) -> dict[str, Any] | None:
     return None
 
 
-def parse_rubric(text: str, criteria: Sequence[str]) -> dict[str, Any]:
-    """Scores (1-5 or None when missing) and the rationale from a judge's reply."""
+def parse_rubric(text: str, criteria: Sequence[str], example: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Scores (1-5 or None when missing), the rationale, and the reply's status from a judge's reply.
+
+    The status is ``scored`` (every criterion), ``partial``, ``unreadable`` (no score at all), or
+    ``copied``: the reply repeats the prompt's ``example`` object, which judges nothing.
+    """
     obj = _json_object(text) or {}
+    if example is not None and obj == example:
+        return {"scores": dict.fromkeys(criteria), "rationale": str(obj.get("rationale", "")), "status": "copied"}
     scores: dict[str, int | None] = {}
     for c in criteria:
         value = obj.get(c)
@@ -72,7 +82,9 @@ def parse_rubric(text: str, criteria: Sequence[str]) -> dict[str, Any]:
         except (TypeError, ValueError):
             score = None
         scores[c] = score if score is not None and 1 <= score <= 5 else None
-    return {"scores": scores, "rationale": str(obj.get("rationale", "")) or text.strip()[:500]}
+    found = sum(v is not None for v in scores.values())
+    status = "scored" if found == len(criteria) else "partial" if found else "unreadable"
+    return {"scores": scores, "rationale": str(obj.get("rationale", "")) or text.strip()[:500], "status": status}
 
 
 def parse_winner(text: str) -> tuple[str | None, str]:
@@ -89,13 +101,14 @@ def parse_winner(text: str) -> tuple[str | None, str]:
 def judge_rubric(judge: Generator, rows: Sequence[dict[str, Any]], criteria: Sequence[str],
                  seed: int = 0) -> list[dict[str, Any]]:
     """Rubric scores for each prediction row (``input``, ``reference``, ``output``), with the rationale."""
-    example = json.dumps({**{c: 4 for c in criteria}, "rationale": "one sentence"})
+    example_obj = {**{c: 4 for c in criteria}, "rationale": EXAMPLE_RATIONALE}
+    example = json.dumps(example_obj)
     asks = [[{"role": "system", "content": JUDGE_SYSTEM},
              {"role": "user", "content": RUBRIC_PROMPT.format(criteria=", ".join(criteria), reference=_reference(r.get("reference")),
                                                               input=r["input"], output=r["output"], example=example)}]
             for r in rows]
     replies = judge.complete(asks, 0.0, seed)
-    return [{"id": r["id"], **parse_rubric(text, criteria), "raw": text} for r, text in zip(rows, replies)]
+    return [{"id": r["id"], **parse_rubric(text, criteria, example_obj), "raw": text} for r, text in zip(rows, replies)]
 
 
 def judge_pairwise(judge: Generator, baseline: Sequence[dict[str, Any]], tuned: Sequence[dict[str, Any]],
@@ -104,7 +117,8 @@ def judge_pairwise(judge: Generator, baseline: Sequence[dict[str, Any]], tuned: 
 
     Returns:
         Per example: the verdict of each order (as the winning system), the combined ``winner``
-        (``tuned``, ``baseline``, ``tie``, or ``disagree`` when the orders conflict) and both rationales.
+        (``tuned``, ``baseline``, ``tie``, ``disagree`` when the orders conflict, ``unreadable`` when an
+        order's reply names no winner) and both rationales.
     """
     asks = []
     for b, t in zip(baseline, tuned):
@@ -119,7 +133,10 @@ def judge_pairwise(judge: Generator, baseline: Sequence[dict[str, Any]], tuned: 
         second, why2 = parse_winner(replies[2 * i + 1])  # A = baseline
         as_system = ({"A": "tuned", "B": "baseline", "tie": "tie"}.get(first or ""),
                      {"A": "baseline", "B": "tuned", "tie": "tie"}.get(second or ""))
-        winner = as_system[0] if as_system[0] == as_system[1] and as_system[0] else "disagree"
+        if None in as_system:  # an order the judge gave no readable verdict for
+            winner = "unreadable"
+        else:
+            winner = as_system[0] if as_system[0] == as_system[1] else "disagree"
         out.append({"id": t["id"], "orders": list(as_system), "winner": winner, "rationales": [why1, why2]})
     return out
 
@@ -134,17 +151,24 @@ def summarize_judge(rubric: Sequence[dict[str, Any]] | None, pairwise: Sequence[
         criteria: The rubric's criteria.
         human: Un-blinded human ratings (``id`` and ``winner``), when there are any.
     """
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"min_judged": MIN_JUDGED}
     if rubric:
-        out["rubric"] = {c: _mean([r["scores"][c] for r in rubric]) for c in criteria}
-        out["rubric_unreadable"] = sum(all(v is None for v in r["scores"].values()) for r in rubric)
+        status = Counter(r.get("status", "scored") for r in rubric)
+        out["rubric_items"] = {"asked": len(rubric), "scored": status["scored"], "partial": status["partial"],
+                               "unreadable": status["unreadable"], "copied": status["copied"]}
+        # Only real judgements count; a criterion judged on fewer than MIN_JUDGED items gets no mean.
+        judged = {c: [r["scores"][c] for r in rubric if r["scores"][c] is not None] for c in criteria}
+        out["rubric"] = {c: _mean(v) if len(v) >= MIN_JUDGED else None for c, v in judged.items()}
+        out["rubric_judged"] = {c: len(v) for c, v in judged.items()}
+        out["rubric_unreadable"] = status["unreadable"] + status["copied"]
     if pairwise:
         counts = Counter(p["winner"] for p in pairwise)
         decided = counts["tuned"] + counts["baseline"] + counts["tie"]
         first_a = sum(1 for p in pairwise if p["orders"][0] == "tuned") + sum(1 for p in pairwise if p["orders"][1] == "baseline")
         out["pairwise"] = {"tuned": counts["tuned"], "baseline": counts["baseline"], "tie": counts["tie"],
-                           "disagree": counts["disagree"],
-                           "win_rate": (counts["tuned"] + 0.5 * counts["tie"]) / decided if decided else None,
+                           "disagree": counts["disagree"], "unreadable": counts["unreadable"],
+                           "win_rate": (counts["tuned"] + 0.5 * counts["tie"]) / decided if decided >= MIN_JUDGED
+                           else None,
                            # how often the judge picked whatever stood in position A: 0.5 means no position bias
                            "picked_position_a": first_a / (2 * len(pairwise))}
         if human:
@@ -158,7 +182,7 @@ def _mean(values: Sequence[int | None]) -> float | None:
 
 
 def _judge_human(pairwise: Sequence[dict[str, Any]], human: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    judge_by_id = {p["id"]: p["winner"] for p in pairwise if p["winner"] != "disagree"}
+    judge_by_id = {p["id"]: p["winner"] for p in pairwise if p["winner"] not in ("disagree", "unreadable")}
     pairs = [(judge_by_id[h["id"]], h["winner"]) for h in human if h.get("winner") and h["id"] in judge_by_id]
     if not pairs:
         return {"items": 0, "agreement": None, "kappa": None}

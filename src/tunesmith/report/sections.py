@@ -84,6 +84,19 @@ def fast_path_sentence(fast_path: dict[str, Any]) -> str:
                                               if fast_path.get("warnings") else "")
 
 
+def judge_sentence(lj: dict[str, Any]) -> str:
+    """How many of the judge's replies were judgements, and whether that is enough for a mean."""
+    items, least = lj.get("rubric_items"), lj.get("min_judged")
+    if not items:
+        return f"{lj['items']} items judged."
+    text = (f"Rubric: {items['asked']} items asked, {items['scored']} scored on every criterion, {items['partial']} on "
+            f"some, {items['unreadable']} replies unreadable, {items['copied']} copying the prompt's example; those "
+            "are never averaged in.")
+    if least is not None and any(v is None for v in lj.get("rubric", {}).values()):
+        text += f" No mean is given for a criterion judged on fewer than {least} items."
+    return text
+
+
 def _summary(r: RunReport) -> list[Section]:
     obj = r.objective
     target = f"target {obj.target:g}" if obj.target is not None else "target: beat the baseline"
@@ -195,14 +208,16 @@ def _human_and_judge(r: RunReport) -> list[Section]:
         out.append(Section(f"Human review ({len(hr['raters'])} raters, {hr['items']} items, blind A/B)", blocks))
     lj = r.llm_judge
     if lj:
-        blocks = []
+        blocks = [Text(judge_sentence(lj))]
         if lj.get("rubric"):
-            blocks.append(Table(["criterion (1-5, tuned)", "mean"], [[c, v] for c, v in lj["rubric"].items()]))
+            judged = lj.get("rubric_judged", {})
+            blocks.append(Table(["criterion (1-5, tuned)", "mean", "items judged"],
+                                [[c, v, judged.get(c)] for c, v in lj["rubric"].items()]))
         pw = lj.get("pairwise")
         if pw:
             blocks.append(Text(f"Pairwise, both orders: tuned {pw['tuned']}, baseline {pw['baseline']}, tie {pw['tie']}, "
-                               f"orders disagree {pw['disagree']}; win rate {_fmt(pw['win_rate'])}; position A picked "
-                               f"{pw['picked_position_a']:.0%} of the time."))
+                               f"orders disagree {pw['disagree']}, unreadable {pw.get('unreadable', 0)}; win rate "
+                               f"{_fmt(pw['win_rate'])}; position A picked {pw['picked_position_a']:.0%} of the time."))
         jh = lj.get("judge_human")
         if jh:
             blocks.append(Text(f"Judge vs human preference on {jh['items']} items: agreement {_fmt(jh['agreement'])}, "
