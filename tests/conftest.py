@@ -161,4 +161,4 @@ class ChatServer:
 def _own_known_runs_dirs(tmp_path_factory, monkeypatch):
     """Each test keeps its own list of known runs folders, not the user's (tunesmith.runs.store)."""
     path = tmp_path_factory.mktemp("known") / "runs_dirs.json"
-    monkeypatch.setattr("tunesmith.runs.store._known_dirs_file", lambda: path)
+    monkeypatch.setenv("TUNESMITH_KNOWN_RUNS_DIRS", str(path))  # commands run in subprocesses inherit it

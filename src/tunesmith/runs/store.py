@@ -414,8 +414,13 @@ KNOWN_DIRS_FILE = "runs_dirs.json"
 KNOWN_DIRS_KEPT = 200
 
 
+#: Names another file for the list (the test suite keeps its own, subprocesses included).
+KNOWN_DIRS_ENV = "TUNESMITH_KNOWN_RUNS_DIRS"
+
+
 def _known_dirs_file() -> Path:
-    return cache_root() / KNOWN_DIRS_FILE
+    env = os.environ.get(KNOWN_DIRS_ENV)
+    return Path(env) if env else cache_root() / KNOWN_DIRS_FILE
 
 
 def known_runs_dirs() -> list[Path]:
