@@ -4,11 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from tunesmith.cli import app
 from tunesmith.config import load_config
-from tunesmith.data.encode import encode_prompt
+from tunesmith.data.encode import render_prompt_text
 from tunesmith.data.prepare import Splits
 from tunesmith.inference.generate import generate_batched
 from tunesmith.models.load import load_base_model
@@ -34,10 +35,22 @@ def test_merged_model_generates_what_the_adapter_model_generated(tiny_project, t
     cfg, _ = load_config(Path(run_dir) / "config.yaml")
     splits = Splits.load(Path(run_dir) / "data")
     merged = load_base_model(out)
-    prompts = [encode_prompt(merged.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len) for ex in splits.test]
+    # Plain transformers, the user's message alone: the exported chat template adds the run's system prompt.
+    plain = AutoTokenizer.from_pretrained(out)
+    texts = [plain.apply_chat_template([{"role": "user", "content": ex.prompt}], tokenize=False,
+                                       add_generation_prompt=True) for ex in splits.test]
+    assert texts == [render_prompt_text(merged.tokenizer, ex, splits.system_prompt) for ex in splits.test]
+    assert splits.system_prompt and splits.system_prompt.split(":")[0] in texts[0]
+    prompts = [plain(text, add_special_tokens=False)["input_ids"][-cfg.model.max_seq_len:] for text in texts]
     outputs = generate_batched(merged, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
     tuned = [json.loads(x) for x in open(f"{run_dir}/predictions/tuned.jsonl")]
     assert outputs == [row["output"] for row in tuned]
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation.get("do_sample") in (False, None) and generation["max_new_tokens"] == cfg.eval.max_new_tokens
+    card = (out / "README.md").read_text()
+    report = json.loads((Path(run_dir) / "report.json").read_text())
+    assert f"Verdict: **{report['verdict']}**" in card and all(f"`{label}`" in card for label in splits.labels)
+    assert report["data"]["data_hash"] in card
 
 
 def test_prefix_adapter_cannot_be_merged_and_says_so(tiny_project, tmp_path):

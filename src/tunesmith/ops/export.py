@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +11,63 @@ from tunesmith.console import console
 from tunesmith.errors import UserError
 from tunesmith.models.adapters import load_adapter, merge_adapter, saved_method
 from tunesmith.models.load import load_base_model
+from tunesmith.data.prepare import Splits
+from tunesmith.report.schema import RunReport, read_report_if_any
 from tunesmith.runs.folder import RunPaths
 from tunesmith.steps.data import base_path
 from tunesmith.steps.model import find_adapter
 
 
-def export_merged(run: RunPaths, cfg: Config, out: Path) -> dict[str, Any]:
-    """Fold a run's trained adapter into the base weights and save a plain model folder (safetensors + tokenizer).
+def with_system_prompt(template: str, system_prompt: str) -> str:
+    """A chat template that puts ``system_prompt`` first whenever the conversation brings no system message.
 
-    The base is loaded in full precision, also for a QLoRA run, so the merged model needs no
-    bitsandbytes; its greedy outputs match the adapter model's (a test checks it).
+    The run trained and evaluated every prompt with its system message (for classification, the
+    label list); baked into the exported template, plain ``apply_chat_template`` on the user's
+    message renders the very text the run evaluated.
+    """
+    literal = json.dumps(system_prompt)  # a JSON string is a valid Jinja string literal
+    return ("{%- if not messages or messages[0]['role'] != 'system' %}"
+            f"{{%- set messages = [{{'role': 'system', 'content': {literal}}}] + messages %}}"
+            "{%- endif %}" + template)
+
+
+def model_card(report: RunReport | None, run: RunPaths, cfg: Config, method: str, system_prompt: str | None,
+               labels: list[str] | None) -> str:
+    """The exported folder's README.md: what the model is for, how it was made and how well it did."""
+    lines = [f"# {cfg.project.name}: {cfg.objective.task} model from tunesmith run {run.id}", "",
+             f"Base model: `{cfg.model.base}`, tuned with {method} and merged into the weights.", ""]
+    if system_prompt:
+        lines += ["The chat template puts the run's system prompt first when a conversation has none, so",
+                  "`tokenizer.apply_chat_template([{'role': 'user', 'content': ...}], add_generation_prompt=True)`",
+                  "gives the prompt the run evaluated. The system prompt:", "", "```", system_prompt, "```", ""]
+    if labels:
+        lines += [f"Labels ({len(labels)}): " + ", ".join(f"`{label}`" for label in labels) + ".", ""]
+    if report is not None:
+        m = report.objective.metric
+        iv = report.interval
+        lines += [f"Verdict: **{report.verdict}** ({report.verdict_reason}).", "",
+                  "| metric (test split) | untuned base | tuned |", "|---|---|---|"]
+        for name, c in report.comparison.items():
+            base = "–" if c.baseline is None else f"{c.baseline:.4f}"
+            lines.append(f"| {name}{' (primary)' if name == m else ''} | {base} | {c.tuned:.4f} |")
+        if iv is not None:
+            lines += ["", f"Tuned {m}: {iv.value:.4f}, {round(iv.level * 100)}% interval [{iv.low:.4f}, {iv.high:.4f}] "
+                          f"over {report.data.test} test examples."]
+        lines += ["", f"Data: {report.data.train} training, {report.data.validation} validation and {report.data.test} "
+                      f"test examples (format `{report.data.format}`), data hash `{report.data.data_hash}`."]
+    lines += ["", "Greedy decoding (`generation_config.json`), as the run evaluated it.", ""]
+    return "\n".join(lines)
+
+
+def export_merged(run: RunPaths, cfg: Config, out: Path) -> dict[str, Any]:
+    """Fold a run's trained adapter into the base weights and save a plain model folder.
+
+    The folder holds the weights (safetensors), the tokenizer with the run's system prompt baked
+    into its chat template, a generation config for greedy decoding with the run's answer length,
+    and a model card (README.md) with the task, labels, data hash, metrics with intervals and the
+    verdict. Loaded with plain transformers, its chat template and greedy decoding reproduce the
+    run's test predictions (a test checks it). The base is loaded in full precision, also for a
+    QLoRA run, so the merged model needs no bitsandbytes.
 
     Raises:
         UserError: ``out`` is not empty, the run has no adapter, or its method cannot be merged.
@@ -28,11 +76,20 @@ def export_merged(run: RunPaths, cfg: Config, out: Path) -> dict[str, Any]:
         raise UserError(f"{out} exists and is not empty; choose a new folder for the merged model")
     source = find_adapter(str(run.root), cfg.project.runs_dir)
     method = saved_method(source)
+    splits = Splits.load(run.data)
     lm = load_base_model(base_path(cfg), "fp32", cfg.model.trust_remote_code)
     with console.status(f"Merging the {method} adapter of run {run.id}"):
         merged = merge_adapter(load_adapter(lm.model, source), method)
         out.mkdir(parents=True, exist_ok=True)
+        merged.generation_config.update(do_sample=False, max_new_tokens=cfg.eval.max_new_tokens, temperature=None,
+                                        top_p=None, top_k=None)
         merged.save_pretrained(out, safe_serialization=True)
-        lm.tokenizer.save_pretrained(out)
+        tokenizer = lm.tokenizer
+        if splits.system_prompt and tokenizer.chat_template:
+            tokenizer.chat_template = with_system_prompt(tokenizer.chat_template, splits.system_prompt)
+        tokenizer.save_pretrained(out)
+    (out / "README.md").write_text(model_card(read_report_if_any(run.report_json), run, cfg, method,
+                                              splits.system_prompt, splits.labels), encoding="utf-8")
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    return {"run": run.id, "method": method, "out": str(out), "bytes": size}
+    return {"run": run.id, "method": method, "out": str(out), "bytes": size,
+            "system_prompt_in_chat_template": bool(splits.system_prompt)}
