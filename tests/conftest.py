@@ -157,8 +157,14 @@ class ChatServer:
         self.httpd.shutdown()
 
 
-@pytest.fixture(autouse=True)
-def _own_known_runs_dirs(tmp_path_factory, monkeypatch):
-    """Each test keeps its own list of known runs folders, not the user's (tunesmith.runs.store)."""
+@pytest.fixture(autouse=True, scope="session")
+def _own_known_runs_dirs(tmp_path_factory):
+    """The test session keeps its own list of known runs folders, not the user's (tunesmith.runs.store).
+
+    Session-wide, so that module-wide fixtures that run the pipeline use it too; commands run in
+    subprocesses inherit it through the environment.
+    """
     path = tmp_path_factory.mktemp("known") / "runs_dirs.json"
-    monkeypatch.setenv("TUNESMITH_KNOWN_RUNS_DIRS", str(path))  # commands run in subprocesses inherit it
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNESMITH_KNOWN_RUNS_DIRS", str(path))
+        yield path

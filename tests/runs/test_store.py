@@ -206,6 +206,7 @@ def test_runs_are_found_by_id_from_anywhere_once_recorded(tmp_path, monkeypatch)
     from tunesmith.runs.folder import new_run
     from tunesmith.runs.store import find_known_run, known_runs_dirs, note_run, query_known_runs
 
+    monkeypatch.setenv("TUNESMITH_KNOWN_RUNS_DIRS", str(tmp_path / "known.json"))  # this test's list alone
     runs_dir = tmp_path / "project" / "runs"
     run = new_run(runs_dir, "classification")
     (run.root / "config.yaml").write_text("objective: {task: classification}\n")
