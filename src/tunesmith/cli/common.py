@@ -37,6 +37,19 @@ ApiKeyEnvOpt = Annotated[str, typer.Option("--api-key-env", help="Environment va
 RunsDirOpt = Annotated[Optional[Path], typer.Option("--runs-dir", help="Folder of runs (default: from ./tunesmith.yaml, else ./runs).")]
 
 
+#: A finished run to work on; found in the runs folder, or by its id in any runs folder tunesmith knows.
+RunOpt = Annotated[str, typer.Option("--run", help="Run id, or a run folder.")]
+
+
+def load_run(ref: str, runs_dir: Path | None, config: Path | None = None) -> Any:
+    """The run ``ref`` with its stored config and splits (:func:`tunesmith.ops.reevaluate.load_run`).
+
+    Raises:
+        UserError: No such run.
+    """
+    return lazy("tunesmith.ops.reevaluate").load_run(ref, runs_dir_of(runs_dir, config))
+
+
 def lazy(name: str) -> ModuleType:
     """The module ``name``, imported on first use.
 

@@ -11,9 +11,21 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from tunesmith.cli.common import (ApiKeyEnvOpt, EndpointModelOpt, EndpointOpt, JsonOpt, RunsDirOpt, app, emit, handle_errors, lazy, runs_dir_of)
+from tunesmith.cli.common import (
+    ApiKeyEnvOpt,
+    EndpointModelOpt,
+    EndpointOpt,
+    JsonOpt,
+    RunOpt,
+    RunsDirOpt,
+    app,
+    emit,
+    handle_errors,
+    lazy,
+    load_run,
+    runs_dir_of,
+)
 from tunesmith.config import load_config
-from tunesmith.tasks import TASKS
 from tunesmith.console import console, out_console
 from tunesmith.errors import EXIT_USER
 from tunesmith.evaluate.normalize import match_label
@@ -21,6 +33,7 @@ from tunesmith.report.sections import judge_sentence
 from tunesmith.runs.compare import compare_runs
 from tunesmith.runs.folder import find_run
 from tunesmith.runs.store import query_known_runs, query_runs, sort_value, sync_registry
+from tunesmith.tasks import TASKS
 
 
 def _cell(value: Any) -> str:
@@ -142,7 +155,7 @@ def eval_(
         result = lazy("tunesmith.ops.reevaluate").evaluate_base(cfg, project_dir)
         label = "base"
     else:
-        run_paths, cfg, splits = lazy("tunesmith.ops.reevaluate").load_run(run_ref, runs_dir_of(runs_dir, config))
+        run_paths, cfg, splits = load_run(run_ref, runs_dir, config)
         result = lazy("tunesmith.ops.reevaluate").evaluate_run(run_paths, cfg, splits, base=base)
         label = f"{run_paths.id} ({'base' if base else 'tuned'})"
     if as_json:
@@ -170,7 +183,7 @@ def chat(
     as_json: JsonOpt = False,
 ) -> None:
     """Answer one PROMPT with a run's tuned model, using the run's system prompt."""
-    run_paths, cfg, splits = lazy("tunesmith.ops.reevaluate").load_run(run_ref, runs_dir_of(runs_dir))
+    run_paths, cfg, splits = load_run(run_ref, runs_dir)
     answer = lazy("tunesmith.ops.chat").chat_once(run_paths, cfg, splits, prompt, max_new_tokens)
     # For classification, say which label the answer maps to (None: it names no known label).
     label = match_label(answer, splits.labels) if splits.labels else None
@@ -185,13 +198,13 @@ def chat(
 @app.command()
 @handle_errors
 def export(
-    run_ref: Annotated[str, typer.Option("--run", help="Run id or folder.")],
+    run_ref: RunOpt,
     merge: Annotated[Path, typer.Option("--merge", help="New folder for the merged model (safetensors + tokenizer).")],
     runs_dir: RunsDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fold a run's adapter into the base model and write a plain model folder any Hugging Face loader reads."""
-    run_paths, cfg, _ = lazy("tunesmith.ops.reevaluate").load_run(run_ref, runs_dir_of(runs_dir))
+    run_paths, cfg, _ = load_run(run_ref, runs_dir)
     result = lazy("tunesmith.ops.export").export_merged(run_paths, cfg, merge)
     if as_json:
         emit(result)
@@ -203,7 +216,7 @@ def export(
 @app.command()
 @handle_errors
 def judge(
-    run: Annotated[str, typer.Option("--run", help="Run id, or a run folder.")],
+    run: RunOpt,
     runs_dir: RunsDirOpt = None,
     judge_model: Annotated[str, typer.Option("--judge", help="base (the run's base model), a local model folder, or openai.")] = "base",
     endpoint: EndpointOpt = None,
@@ -220,7 +233,7 @@ def judge(
     """
     if mode not in ("rubric", "pairwise", "both"):
         raise typer.BadParameter("one of: rubric, pairwise, both", param_hint="--mode")
-    run_paths, cfg, _ = lazy("tunesmith.ops.reevaluate").load_run(run, runs_dir_of(runs_dir))
+    run_paths, cfg, _ = load_run(run, runs_dir)
     gen = lazy("tunesmith.steps.model").load_generator(cfg, judge_model, endpoint, model, api_key_env)
     summary = lazy("tunesmith.ops.judge").judge_run(run_paths, cfg, gen, rubric=mode != "pairwise", pairwise=mode != "rubric", max_items=max_items)
     if as_json:

@@ -21,17 +21,17 @@ import transformers
 from torch import nn
 
 from tunesmith.config import FastPathPart
-from tunesmith.models.adapters import prompt_learning
-from tunesmith.fastpath.attention import NAME as FAST_ATTENTION, use_fast_attention
-from tunesmith.fastpath.mlp import use_fast_mlp
-from tunesmith.fastpath.norm import use_fast_norm
-from tunesmith.fastpath.rotary import use_fast_rotary
+from tunesmith.fastpath.attention import NAME as FAST_ATTENTION
+from tunesmith.fastpath.attention import use_fast_attention
 from tunesmith.fastpath.dropout import use_fast_dropout, use_plain_dropout
 from tunesmith.fastpath.lora import clear_scratch, fusable, fused_adapter, use_fused_lora
-from tunesmith.models.load import LoadedModel
+from tunesmith.fastpath.mlp import use_fast_mlp
 from tunesmith.fastpath.native import library, unavailable_reason
-from tunesmith.fastpath.rotary import rotary_modules
+from tunesmith.fastpath.norm import use_fast_norm
+from tunesmith.fastpath.rotary import rotary_modules, use_fast_rotary
 from tunesmith.fastpath.routing import unroute
+from tunesmith.models.adapters import prompt_learning
+from tunesmith.models.load import LoadedModel
 from tunesmith.models.precision import cast_once, forget_casts
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from tunesmith.config import Config
@@ -42,8 +43,10 @@ def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, ba
             "lengths": splits.lengths, "balance": splits.balance, **({"tasks": splits.tasks} if splits.tasks else {})}
     report = build_report(cfg=cfg, run_id=run.id, model_info=model_info, data=data, baseline=baseline,
                           tuned=tuned, train=result, timings=timings)
+    # The versions the run started with (written with its config), so a resumed run reports those.
+    versions = json.loads(run.versions.read_text()) if run.versions.is_file() else library_versions()
     report = report.model_copy(update={**{k: v for k, v in (extra or {}).items() if v is not None},
-                                       "versions": library_versions()})
+                                       "versions": versions})
     write_report_file(run.report_json, report)
     if result is not None:
         plot_loss(result.history, run.loss_plot, title=f"{cfg.project.name}: loss")
