@@ -93,7 +93,8 @@ def test_accounting_adds_up_with_rejected_and_removed_rows(tmp_path):
                    "rejected_by_reason": {"malformed JSON": 1, "field 'text': empty value": 1},
                    "conflicts": 0, "leakage_found": 0, "pii": {}, "pii_policy": "redact"}
     # 6 test examples over 3 classes: each class is too thin to measure
-    assert len(warnings) == 3 and all("min_test_per_class=5" in w for w in warnings)
+    assert len(warnings) == 4 and all("min_test_per_class=5" in w for w in warnings[:3])
+    assert warnings[3].startswith("the test split has 6 examples, under eval.min_test_examples 30")
     splits.save(tmp_path / "saved")
     assert len((tmp_path / "saved" / "rejected.jsonl").read_text().splitlines()) == 2
     assert Splits.load(tmp_path / "saved").accounting() == {**acc, "warnings": warnings}

@@ -3,7 +3,7 @@
 import pytest
 
 from tunesmith.evaluate.analysis import error_analysis, paired_comparisons, slice_breakdown, verdict
-from tunesmith.evaluate.stats import Interval, PairedComparison
+from tunesmith.evaluate.stats import Interval, PairedComparison, compare_paired
 
 
 def iv(value, low, high):
@@ -28,6 +28,20 @@ def cmp(diff, p, significant):
 def test_verdict(metric, target, tuned, interval, comparison, baseline, expected):
     result, why = verdict(metric, target, tuned, interval, comparison, baseline)
     assert result == expected and why
+
+
+def test_a_small_test_set_never_gets_a_verdict_from_a_point_value():
+    # 4 examples of token F1: no interval exists, so a target cannot be judged however high the value
+    none = Interval(0.95, None, None, 0.95, "none")
+    result, why = verdict("token_f1", 0.5, 0.95, none, None, None, count=4)
+    assert result == "inconclusive" and "4 test examples are too few" in why
+    # exact intervals still decide, and the reason says the set is small
+    result, why = verdict("accuracy", 0.1, 1.0, Interval(1.0, 0.48, 1.0, 0.95, "exact"), None, None, count=5)
+    assert result == "met" and "exact interval" in why and "only 5 test examples" in why
+    # two examples, both improved: the smallest possible p is 0.5, and the reason says so
+    two = compare_paired("accuracy", ["y", "y"], ["x", "x"], ["x", "x"])
+    result, why = verdict("accuracy", None, 1.0, two.tuned, two, 0.0, count=2)
+    assert result == "inconclusive" and "smallest possible p is 0.5" in why
 
 
 def rows(preds, labels, meta=None):

@@ -52,7 +52,7 @@ def test_leading_metric_is_the_objectives_where_it_applies():
 
 def test_per_task_metrics_equal_the_metrics_on_each_tasks_rows():
     base, tuned = rows(1, 0.3), rows(2, 0.9)
-    report = per_task(TASKS, base, tuned, "accuracy", resamples=200, seed=0, level=0.95)
+    report = per_task(TASKS, base, tuned, "accuracy", resamples=200, seed=0, level=0.95, min_count=10)
     assert [t["task"] for t in report] == ["intent", "faq"]
     by_task = metrics_by_task(tuned, TASKS)
     for entry in report:
@@ -68,9 +68,14 @@ def test_per_task_metrics_equal_the_metrics_on_each_tasks_rows():
             assert m["tuned"]["low"] <= m["tuned"]["value"] <= m["tuned"]["high"]
             assert m["diff"]["low"] <= m["diff"]["value"] <= m["diff"]["high"] and 0 < m["p_value"] <= 1
         # the same paired comparison as the run's own, restricted to the task's rows
-        direct = paired_comparisons(kind, [entry["metric"]], mine_b, mine_t, resamples=200, seed=0, level=0.95)
+        direct = paired_comparisons(kind, [entry["metric"]], mine_b, mine_t, resamples=200, seed=0, level=0.95,
+                                    min_count=10)
         assert entry["metrics"][entry["metric"]] == direct[entry["metric"]].to_dict()
     assert report[0]["metric"] == "accuracy" and report[1]["metric"] == "token_f1"
+    # 20 rows per task are under the default minimum: token F1 then has no interval, accuracy an exact one
+    small = per_task(TASKS, base, tuned, "accuracy", resamples=200, seed=0, level=0.95)
+    assert small[1]["metrics"]["token_f1"]["tuned"]["method"] == "none"
+    assert small[0]["metrics"]["accuracy"]["tuned"]["method"] == "exact"
 
 
 def test_without_a_baseline_or_test_rows():

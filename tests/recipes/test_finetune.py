@@ -52,7 +52,7 @@ def test_run_writes_every_artefact(finished_run):
     assert report["data"]["train"] + report["data"]["validation"] + report["data"]["test"] == 54
     md = run.report_md.read_text()
     for part in ("Verdict", "| accuracy ⭐", "tokens/s", "peak memory", "Best", "Worst", "train **",
-                 "paired bootstrap", "By slice", "Error analysis", "Forgetting"):
+                 "permutation test", "Small test set", "By slice", "Error analysis", "Forgetting"):
         assert part in md
     sig = report["significance"]["accuracy"]
     assert sig["diff"]["low"] <= sig["diff"]["value"] <= sig["diff"]["high"] and 0 < sig["p_value"] <= 1
@@ -60,7 +60,9 @@ def test_run_writes_every_artefact(finished_run):
     assert {r["value"] for r in report["slices"]["rows"]} == set(report["data"]["labels"])
     assert set(report["errors"]["counts"]) == {"regressed", "improved", "still_wrong"}
     fg = report["forgetting"]
-    assert fg["perplexity_before"] > 1 and fg["perplexity_after"] > 1 and len(fg["probe"]) == 12
+    assert fg["perplexity"]["before"] > 1 and fg["perplexity"]["after"] > 1 and len(fg["choice"]) == 60
+    change = f"{fg['choice_probability']['change']:+.1%}"  # one figure, written the same in both reports
+    assert change in md and change in run.report_html.read_text()
     assert {"general before", "general after"} <= set(report["timings"])
     matrix = report["confusion"]["tuned"]
     assert sum(map(sum, matrix)) == report["data"]["test"] and len(matrix[0]) == len(report["data"]["labels"]) + 1

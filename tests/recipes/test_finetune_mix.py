@@ -49,7 +49,10 @@ def test_mix_run_reports_metrics_per_task(mix_run):
         m = entry["metrics"][metric]
         assert m["tuned"]["value"] == pytest.approx(mean(r["score"] for r in mine))
         assert m["baseline"]["value"] == pytest.approx(mean(r["score"] for r in baseline if r["meta"]["task"] == tag))
-        assert m["tuned"]["low"] <= m["tuned"]["value"] <= m["tuned"]["high"]
+        if m["tuned"]["method"] == "none":  # a handful of test rows: no interval for token F1
+            assert len(mine) < report["min_test_examples"] and kind == "qa"
+        else:
+            assert m["tuned"]["low"] <= m["tuned"]["value"] <= m["tuned"]["high"]
         assert report["data"]["tasks"][tag]["test"] == len(mine)
     # classification answers are matched to the intent task's labels only
     assert {r["prediction"] for r in tuned if r["meta"]["task"] == "intent"} <= {"", *report["data"]["tasks"]["intent"]["labels"]}

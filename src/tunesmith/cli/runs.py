@@ -28,6 +28,7 @@ from tunesmith.cli.common import (
 from tunesmith.config import load_config
 from tunesmith.console import console, out_console
 from tunesmith.errors import EXIT_USER
+from tunesmith.evaluate.intervals import Interval
 from tunesmith.evaluate.normalize import match_label
 from tunesmith.report.sections import judge_sentence
 from tunesmith.runs.compare import compare_runs
@@ -265,10 +266,11 @@ def score(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the resampling.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score any system's predictions against references, with 95% bootstrap intervals.
+    """Score any system's predictions against references, with 95% intervals.
 
-    With --baseline, the two prediction files are compared on the same examples: paired
-    intervals of the difference and a permutation test say whether the change is significant.
+    With --baseline, the two prediction files are compared on the same examples: a paired test and
+    the interval of the difference (which never contradict each other) say whether the change is
+    significant. Under 30 examples proportions get exact intervals and other metrics none.
     """
     if task not in TASKS:
         raise typer.BadParameter(f"unknown task {task!r}; one of: {', '.join(TASKS)}", param_hint="--task")
@@ -278,14 +280,18 @@ def score(
         emit(result)
         return
     table = Table(title=f"{result['count']} examples, {task}")
-    for col in ("metric", "value", "95% interval") + (("baseline", "change", "change interval", "p", "") if baseline else ()):
+    for col in ("metric", "value", "95% interval") + (("baseline", "change", "change interval", "p", "test", "")
+                                                       if baseline else ()):
         table.add_column(col, no_wrap=True)
     for name, m in result["metrics"].items():
-        row = [name, f"{m['value']:.4f}", f"[{m['low']:.4f}, {m['high']:.4f}]"]
+        row = [name, f"{m['value']:.4f}", Interval.from_dict(m).span()]
         if result["comparison"]:
             c = result["comparison"][name]
             row += [f"{c['baseline']['value']:.4f}", f"{c['diff']['value']:+.4f}",
-                    f"[{c['diff']['low']:+.4f}, {c['diff']['high']:+.4f}]", f"{c['p_value']:.3g}",
+                    Interval.from_dict(c["diff"]).span(signed=True), f"{c['p_value']:.3g}", c["test"],
                     "significant" if c["significant"] else "not significant"]
         table.add_row(*row)
     out_console.print(table)
+    if result["count"] < scoring.MIN_TEST_EXAMPLES:
+        console.print(f"warning: {result['count']} examples are fewer than {scoring.MIN_TEST_EXAMPLES}: no bootstrap "
+                      "intervals; exact methods where the metric is a proportion", highlight=False)

@@ -358,13 +358,13 @@ class ForgettingConfig(_Section):
     """General ability before and after tuning, on small sets bundled with tunesmith."""
 
     enabled: bool = True
-    """Measure perplexity on general text and a general instruction probe, before and after tuning."""
+    """Measure perplexity on general text and the probability of the right answers to general multiple-choice
+    questions, before and after tuning."""
     max_perplexity_increase: float = Field(0.2, ge=0)
-    """Warn when perplexity on the general text rises by more than this fraction (0.2 = 20%)."""
-    max_probe_drop: float = Field(0.1, ge=0)
-    """Warn when the probe's token F1 falls by more than this."""
-    max_new_tokens: int = Field(16, gt=0)
-    """Longest probe answer in tokens."""
+    """Warn when perplexity on the general text rises significantly and by more than this fraction (0.2 = 20%)."""
+    max_choice_drop: float = Field(0.1, ge=0)
+    """Warn when the probability the model gives the right option of the general multiple-choice questions falls
+    significantly and by more than this fraction of its value before tuning (0.1 = 10%)."""
 
 
 class EvalConfig(_Section):
@@ -384,6 +384,10 @@ class EvalConfig(_Section):
     """Resamples for the paired bootstrap intervals and the permutation test."""
     confidence: float = Field(0.95, gt=0.5, lt=1)
     """Confidence level of the intervals; "significant" means p < 1 - confidence."""
+    min_test_examples: int = Field(30, ge=1)
+    """Fewest test examples a bootstrap interval is trusted for. Below it, data check, the run and the report
+    say the test set is small; proportions (accuracy, exact match) get exact intervals and tests, other
+    metrics no interval, and a verdict needs an interval or a significant exact test."""
     slice_by: list[str] = Field(default_factory=lambda: ["label"])
     """Fields to break the metrics down by: label, or any metadata column of the data (a data.mix run adds task)."""
     judge_criteria: list[str] = Field(default_factory=lambda: ["correctness", "completeness", "tone", "adherence"])
@@ -391,7 +395,7 @@ class EvalConfig(_Section):
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     """Fairness report: metric per group of a sensitive attribute, counterfactual term swaps."""
     forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig)
-    """Forgetting check: general text and a general instruction probe, before and after tuning."""
+    """Forgetting check: perplexity on general text and general multiple-choice questions, before and after tuning."""
 
 
 #: Keys ``sweep.space`` may search, as ``--set`` spells them.

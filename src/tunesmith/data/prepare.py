@@ -273,9 +273,35 @@ def prepare_splits(cfg: Config, base_dir: Path, require_test: bool = True, token
     """
     d = cfg.data
     if d.prepared is not None:
-        return _load_prepared(resolve_path(base_dir, d.prepared), require_test)
-    if d.mix is not None:
-        return _prepare_mix(cfg, base_dir, require_test, tokenizer)
+        splits = _load_prepared(resolve_path(base_dir, d.prepared), require_test)
+    elif d.mix is not None:
+        splits = _prepare_mix(cfg, base_dir, require_test, tokenizer)
+    else:
+        splits = _prepare_files(cfg, base_dir, require_test, tokenizer)
+    splits.warnings.extend(w for w in small_test_warnings(cfg, splits) if w not in splits.warnings)
+    return splits
+
+
+def small_test_warnings(cfg: Config, splits: Splits) -> list[str]:
+    """Warnings for a test split (or a mix task's test rows) under ``eval.min_test_examples``."""
+    least, cap = cfg.eval.min_test_examples, cfg.eval.max_examples
+    scored = min(len(splits.test), cap) if cap else len(splits.test)
+    out = []
+    if 0 < scored < least:
+        capped = f" (eval.max_examples {cap})" if cap and cap < len(splits.test) else ""
+        out.append(f"the test split has {scored} examples{capped}, under eval.min_test_examples {least}: too few for "
+                   "bootstrap intervals; proportions get exact intervals and tests, other metrics none, and the "
+                   "verdict is likely inconclusive. Add test data (data.test) or raise data.split.test")
+    for tag, info in (splits.tasks or {}).items():
+        if 0 < info.get("test", least) < least:
+            out.append(f"task {tag}: {info['test']} test examples, under eval.min_test_examples {least}: its per-task "
+                       "figures have wide or no intervals")
+    return out
+
+
+def _prepare_files(cfg: Config, base_dir: Path, require_test: bool, tokenizer: Any) -> Splits:
+    """``data.train`` (and optionally ``data.validation``/``data.test``) files: see :func:`prepare_splits`."""
+    d = cfg.data
     task = cfg.objective.task
     train_paths = resolve_paths(base_dir, d.train)
     train_path = train_paths[0]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunesmith.evaluate.metrics import METRICS, higher_is_better
-from tunesmith.evaluate.stats import Interval, PairedComparison, bootstrap_interval, compare_paired
+from tunesmith.evaluate.stats import MIN_TEST_EXAMPLES, Interval, PairedComparison, compare_paired, metric_interval
 
 Row = dict[str, Any]
 
@@ -21,8 +21,9 @@ def references(rows: Sequence[Row], task: str) -> list[Any]:
 
 
 def paired_comparisons(task: str, metrics: Sequence[str], baseline: Sequence[Row], tuned: Sequence[Row], *,
-                       resamples: int, seed: int, level: float) -> dict[str, PairedComparison]:
-    """A paired bootstrap comparison for each registered metric (loss and perplexity have no per-example form).
+                       resamples: int, seed: int, level: float,
+                       min_count: int = MIN_TEST_EXAMPLES) -> dict[str, PairedComparison]:
+    """A paired comparison for each registered metric (loss and perplexity have no per-example form).
 
     Raises:
         ValueError: The two prediction lists are not for the same examples in the same order.
@@ -31,36 +32,55 @@ def paired_comparisons(task: str, metrics: Sequence[str], baseline: Sequence[Row
         raise ValueError("baseline and tuned predictions are not for the same examples in the same order")
     refs = references(tuned, task)
     b_preds, t_preds = [r["prediction"] for r in baseline], [r["prediction"] for r in tuned]
-    return {m: compare_paired(m, b_preds, t_preds, refs, resamples=resamples, seed=seed, level=level)
+    return {m: compare_paired(m, b_preds, t_preds, refs, resamples=resamples, seed=seed, level=level, min_count=min_count)
             for m in metrics if m in METRICS}
 
 
 def tuned_interval(task: str, metric: str, tuned: Sequence[Row], *, resamples: int, seed: int,
-                   level: float) -> Interval | None:
+                   level: float, min_count: int = MIN_TEST_EXAMPLES) -> Interval | None:
     """The tuned metric's interval alone (no baseline), or None for loss and perplexity."""
     if metric not in METRICS:
         return None
-    return bootstrap_interval(metric, [r["prediction"] for r in tuned], references(tuned, task),
-                              resamples=resamples, seed=seed, level=level)
+    return metric_interval(metric, [r["prediction"] for r in tuned], references(tuned, task),
+                           resamples=resamples, seed=seed, level=level, min_count=min_count)
 
 
 def verdict(metric: str, target: float | None, tuned: float, interval: Interval | None,
-            comparison: PairedComparison | None, baseline: float | None) -> tuple[str, str]:
+            comparison: PairedComparison | None, baseline: float | None, *, count: int | None = None,
+            min_count: int = MIN_TEST_EXAMPLES) -> tuple[str, str]:
     """``met``, ``not met`` or ``inconclusive``, and a sentence that says why.
 
     With a target, the tuned metric's interval decides: entirely on the good side of the target
     is met, entirely on the bad side is not met, straddling it is inconclusive. Without a target
-    the paired difference with the baseline decides the same way, and "met" needs it to be
-    significant. Without an interval (loss, perplexity) the point values decide.
+    the paired comparison with the baseline decides: "met" needs a significant improvement (and
+    its interval, when there is one, excludes 0 exactly then). Without an interval because the
+    test set is too small, the verdict is inconclusive; for loss and perplexity (no per-example
+    form) the point values decide.
+
+    Args:
+        metric: The primary metric.
+        target: The objective's target, or None to beat the baseline.
+        tuned: The tuned model's value.
+        interval: The tuned value's interval (None for loss and perplexity).
+        comparison: The paired comparison with the baseline, if there is a baseline.
+        baseline: The baseline's value, if there is a baseline.
+        count: Test examples scored; below ``min_count`` the reason says the test set is small.
+        min_count: The minimum test size (``eval.min_test_examples``).
     """
     up = higher_is_better(metric)
+    small = count is not None and count < min_count
+    few = f" (only {count} test examples, under the minimum of {min_count})" if small else ""
     pct = f"{round(100 * interval.level)}%" if interval else ""
+    kind = {"exact": " exact", "bootstrap": "", "permutation": ""}.get(interval.method, "") if interval else ""
     if target is not None:
         if interval is None:
             ok = tuned >= target if up else tuned <= target
             return ("met" if ok else "not met"), f"tuned {metric} {tuned:.4f} {'reaches' if ok else 'misses'} target {target:g} (no interval for {metric})"
+        if not interval.known:
+            return "inconclusive", (f"tuned {metric} {tuned:.4f}, but {count} test examples are too few for an interval of "
+                                    f"{metric} (at least {min_count} are needed), so the target {target:g} cannot be judged")
         good, bad = (interval.low >= target, interval.high < target) if up else (interval.high <= target, interval.low > target)
-        span = f"tuned {metric} {tuned:.4f}, {pct} interval [{interval.low:.4f}, {interval.high:.4f}]"
+        span = f"tuned {metric} {tuned:.4f}, {pct}{kind} interval [{interval.low:.4f}, {interval.high:.4f}]{few}"
         if good:
             return "met", f"{span} is entirely on the good side of target {target:g}"
         if bad:
@@ -72,13 +92,17 @@ def verdict(metric: str, target: float | None, tuned: float, interval: Interval 
         ok = tuned > baseline if up else tuned < baseline
         return ("met" if ok else "not met"), f"no target set: tuned {metric} {tuned:.4f} vs baseline {baseline:.4f} (no interval for {metric})"
     d = comparison.diff
-    better, worse = (d.low > 0, d.high < 0) if up else (d.high < 0, d.low > 0)
-    span = (f"no target set: tuned minus baseline {metric} {d.value:+.4f}, {pct} interval [{d.low:+.4f}, {d.high:+.4f}], "
-            f"p = {comparison.p_value:.3g}")
-    if better and comparison.significant:
-        return "met", f"{span}: significantly better than the baseline"
-    if worse and comparison.significant:
-        return "not met", f"{span}: significantly worse than the baseline"
+    better = d.value > 0 if up else d.value < 0
+    span = f"no target set: tuned minus baseline {metric} {d.value:+.4f}"
+    if d.known:
+        span += f", {pct} interval [{d.low:+.4f}, {d.high:+.4f}]"
+    span += f", p = {comparison.p_value:.3g} ({comparison.test}){few}"
+    if comparison.significant and d.value != 0:
+        return ("met", f"{span}: significantly better than the baseline") if better else \
+            ("not met", f"{span}: significantly worse than the baseline")
+    if comparison.smallest_p is not None and comparison.smallest_p >= round(1 - comparison.diff.level, 12):
+        return "inconclusive", (f"{span}: with these test examples no difference could be significant (the smallest "
+                                f"possible p is {comparison.smallest_p:.3g}); more test examples are needed")
     return "inconclusive", f"{span}: not a significant difference"
 
 

@@ -42,6 +42,8 @@ class Metric:
         stats: For corpus metrics, per-example sufficient statistics (an ``n x k`` array whose
             column sums determine the score), so resamples are sums instead of recomputations.
         from_stats: The score from summed statistics.
+        binary: Every per-example score is 0 or 1 (the metric is a proportion), so exact binomial
+            methods apply.
     """
 
     name: str
@@ -51,6 +53,7 @@ class Metric:
     per_example: Callable[[Sequence[str], Sequence[Reference]], list[float]] | None = None
     stats: Callable[[Sequence[str], Sequence[Reference]], np.ndarray] | None = None
     from_stats: Callable[[np.ndarray], float] | None = None
+    binary: bool = False
 
 
 METRICS: dict[str, Metric] = {}
@@ -74,8 +77,13 @@ def register_metric(name: str, higher_is_better: bool = True, scale: float = 1.0
     return deco
 
 
-def register_example_metric(name: str, higher_is_better: bool = True):
+def register_example_metric(name: str, higher_is_better: bool = True, binary: bool = False):
     """Decorator that registers a metric defined per example; the metric is their mean.
+
+    Args:
+        name: Registry key.
+        higher_is_better: Direction of improvement.
+        binary: Every per-example score is 0 or 1 (the metric is a proportion).
 
     Raises:
         ValueError: The name is taken.
@@ -92,7 +100,7 @@ def register_example_metric(name: str, higher_is_better: bool = True):
         fn.__doc__ = f"Mean over examples: {one.__doc__}"
         if name in METRICS:
             raise ValueError(f"metric {name!r} is already registered")
-        METRICS[name] = Metric(name, fn, higher_is_better, 1.0, per_example)
+        METRICS[name] = Metric(name, fn, higher_is_better, 1.0, per_example, binary=binary)
         return one
 
     return deco
@@ -105,7 +113,7 @@ def _refs(ref: Reference) -> list[str]:
 # ---- classification (predictions are already mapped to labels, "" when none matched)
 
 
-@register_example_metric("accuracy")
+@register_example_metric("accuracy", binary=True)
 def accuracy(pred: str, ref: Reference) -> float:
     """1 when the prediction is the reference label (or one of them), else 0."""
     return float(pred in _refs(ref))
@@ -173,7 +181,7 @@ def _f1_one(pred: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-@register_example_metric("exact_match")
+@register_example_metric("exact_match", binary=True)
 def exact_match(pred: str, ref: Reference) -> float:
     """1 when the prediction equals an acceptable answer after SQuAD normalisation, else 0."""
     return max(float(squad_normalize(pred) == squad_normalize(g)) for g in _refs(ref))
@@ -254,7 +262,7 @@ def _parse_json(text: str) -> Any:
     return json.loads(fenced.group(1) if fenced else text)
 
 
-@register_example_metric("json_valid")
+@register_example_metric("json_valid", binary=True)
 def json_valid(pred: str, ref: Reference) -> float:
     """1 when the output parses as JSON (a ```json fence allowed), else 0."""
     try:

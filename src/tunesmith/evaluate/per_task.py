@@ -15,6 +15,7 @@ from typing import Any
 from tunesmith.data.examples import Example
 from tunesmith.evaluate.analysis import paired_comparisons, references, tuned_interval
 from tunesmith.evaluate.metrics import compute_metrics
+from tunesmith.evaluate.stats import MIN_TEST_EXAMPLES
 from tunesmith.tasks import get_task
 
 Row = dict[str, Any]
@@ -58,7 +59,7 @@ def metrics_by_task(rows: Sequence[Row], tasks: dict[str, dict[str, Any]]) -> di
 
 
 def per_task(tasks: dict[str, dict[str, Any]], baseline: Sequence[Row] | None, tuned: Sequence[Row], primary: str, *,
-             resamples: int, seed: int, level: float) -> list[dict[str, Any]]:
+             resamples: int, seed: int, level: float, min_count: int = MIN_TEST_EXAMPLES) -> list[dict[str, Any]]:
     """Baseline versus tuned for each task of a mix, every metric with its bootstrap interval.
 
     Args:
@@ -69,6 +70,7 @@ def per_task(tasks: dict[str, dict[str, Any]], baseline: Sequence[Row] | None, t
         resamples: Bootstrap and permutation resamples.
         seed: Seed of the resampling.
         level: Confidence level.
+        min_count: Fewest test examples a bootstrap interval is given for.
 
     Returns:
         One entry per task: tag, type, weight, test count, its leading metric, and per metric
@@ -83,7 +85,7 @@ def per_task(tasks: dict[str, dict[str, Any]], baseline: Sequence[Row] | None, t
                                  "metric": task_metric(kind, primary), "metrics": {}}
         if idx:
             mine = [tuned[i] for i in idx]
-            opts = {"resamples": resamples, "seed": seed, "level": level}
+            opts = {"resamples": resamples, "seed": seed, "level": level, "min_count": min_count}
             if baseline:
                 comps = paired_comparisons(kind, get_task(kind).metrics, [baseline[i] for i in idx], mine, **opts)
                 entry["metrics"] = {m: c.to_dict() for m, c in comps.items()}

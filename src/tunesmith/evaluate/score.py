@@ -2,8 +2,8 @@
 
 Predictions are JSONL lines with ``id`` and ``prediction``; references are lines with ``id`` and
 ``reference`` (a string, or a list of acceptable strings). Every metric of the task is computed
-with its bootstrap interval; with a second prediction file as the baseline, the two are compared
-with paired intervals and a permutation test.
+with its confidence interval; with a second prediction file as the baseline, the two are compared
+with a paired test and the interval of the difference (:mod:`tunesmith.evaluate.stats` says which).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tunesmith.errors import DataError
 from tunesmith.evaluate.metrics import METRICS
 from tunesmith.tasks import get_task
 from tunesmith.evaluate.normalize import match_label
-from tunesmith.evaluate.stats import bootstrap_interval, compare_paired
+from tunesmith.evaluate.stats import MIN_TEST_EXAMPLES, compare_paired, metric_interval
 
 
 def _read(path: Path, field: str) -> dict[str, Any]:
@@ -60,7 +60,8 @@ def _aligned(refs: dict[str, Any], preds: dict[str, str], path: Path) -> list[st
 
 
 def score_files(task: str, predictions: Path, references: Path, baseline: Path | None = None, *,
-                resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+                resamples: int = 1000, seed: int = 0, level: float = 0.95,
+                min_count: int = MIN_TEST_EXAMPLES) -> dict[str, Any]:
     """Score a prediction file against references, optionally against a baseline's predictions too.
 
     Args:
@@ -71,6 +72,8 @@ def score_files(task: str, predictions: Path, references: Path, baseline: Path |
         resamples: Bootstrap and permutation resamples.
         seed: Seed of both.
         level: Confidence level.
+        min_count: Fewest examples a bootstrap interval is given for (below it: exact intervals for
+            proportions, none for other metrics).
 
     Returns:
         ``{"task", "count", "metrics": {name: {value, low, high, level}}, "comparison": {...} | None}``.
@@ -89,10 +92,10 @@ def score_files(task: str, predictions: Path, references: Path, baseline: Path |
         preds = [match_label(p, labels) or "" for p in preds]
         base = [match_label(p, labels) or "" for p in base] if base else None
     names = [m for m in get_task(task).metrics if m in METRICS]
-    opts = {"resamples": resamples, "seed": seed, "level": level}
+    opts = {"resamples": resamples, "seed": seed, "level": level, "min_count": min_count}
     result: dict[str, Any] = {"task": task, "count": len(refs), "metrics": {}, "comparison": None}
     for name in names:
-        result["metrics"][name] = bootstrap_interval(name, preds, refs, **opts).to_dict()
+        result["metrics"][name] = metric_interval(name, preds, refs, **opts).to_dict()
     if base is not None:
         result["comparison"] = {name: compare_paired(name, base, preds, refs, **opts).to_dict() for name in names}
     return result

@@ -149,7 +149,9 @@ def _after_training(lm: LoadedModel, splits: Splits, cfg: Config, run: RunPaths,
     forgetting = None
     if general_before is not None:
         with _timed(timings, "general after"):
-            forgetting = compare_general(general_before, general_check(lm, cfg), cfg.eval.forgetting)
+            forgetting = compare_general(general_before, general_check(lm, cfg), cfg.eval.forgetting,
+                                         level=cfg.eval.confidence, resamples=cfg.eval.bootstrap_resamples,
+                                         seed=cfg.project.seed)
         for warning in forgetting["warnings"]:
             console.print(f"[yellow]warning:[/] {warning}")
     return write_report(run, cfg, lm, splits, baseline, tuned, result, timings,

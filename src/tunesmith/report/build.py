@@ -45,11 +45,13 @@ def build_report(*, cfg: Config, run_id: str, model_info: dict[str, Any], data: 
     """
     metric, task, ev = cfg.objective.primary_metric, cfg.objective.task, cfg.eval
     b_val = baseline.metrics.get(metric) if baseline else None
-    opts = {"resamples": ev.bootstrap_resamples, "seed": cfg.project.seed, "level": ev.confidence}
+    opts = {"resamples": ev.bootstrap_resamples, "seed": cfg.project.seed, "level": ev.confidence,
+            "min_count": ev.min_test_examples}
     scored = [m for m in tuned.metrics if m in METRICS]
     comparisons = paired_comparisons(task, scored, baseline.predictions, tuned.predictions, **opts) if baseline else {}
     interval = comparisons[metric].tuned if metric in comparisons else tuned_interval(task, metric, tuned.predictions, **opts)
-    result, why = verdict(metric, cfg.objective.target, tuned.metrics[metric], interval, comparisons.get(metric), b_val)
+    result, why = verdict(metric, cfg.objective.target, tuned.metrics[metric], interval, comparisons.get(metric), b_val,
+                          count=len(tuned.predictions), min_count=ev.min_test_examples)
     slice_metric = metric if metric in METRICS else scored[0]
     tasks = data.get("tasks") or {}
     # A mix is broken down by task without being asked; per_task below has each task's own metrics.
@@ -61,6 +63,7 @@ def build_report(*, cfg: Config, run_id: str, model_info: dict[str, Any], data: 
                       "higher_is_better": higher_is_better(metric)},
         "verdict": result,
         "verdict_reason": why,
+        "min_test_examples": ev.min_test_examples,
         "interval": None if interval is None else interval.to_dict(),
         "model": model_info,
         "adapter": cfg.adapter.model_dump(mode="json"),

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tunesmith.evaluate.intervals import Interval
+
 HEADER = ["task", "type", "weight", "test examples", "metric", "baseline", "tuned", "tuned interval", "change",
-          "change interval", "p", ""]
+          "change interval", "p", "test", ""]
 
 
-def _span(iv: dict[str, float] | None, signed: bool = False) -> str | None:
-    if not iv:
-        return None
-    return f"[{iv['low']:+.4f}, {iv['high']:+.4f}]" if signed else f"[{iv['low']:.4f}, {iv['high']:.4f}]"
+def _span(iv: dict[str, Any] | None, signed: bool = False) -> str | None:
+    return Interval.from_dict(iv).span(signed) if iv else None
 
 
 def per_task_table(per_task: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
@@ -36,7 +36,8 @@ def per_task_table(per_task: Sequence[dict[str, Any]]) -> tuple[list[str], list[
             flag = None if "p_value" not in m else ("significant" if m["significant"] else "not significant")
             rows.append(head + [name + (" (leading)" if name == t["metric"] else ""), (m.get("baseline") or {}).get("value"),
                                 m["tuned"]["value"], _span(m["tuned"]), diff["value"] if diff else None,
-                                _span(diff, signed=True), f"{m['p_value']:.3g}" if "p_value" in m else None, flag])
+                                _span(diff, signed=True), f"{m['p_value']:.3g}" if "p_value" in m else None,
+                                m.get("test"), flag])
     return HEADER, rows
 
 

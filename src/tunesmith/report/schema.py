@@ -3,7 +3,9 @@ trackers, renderers, the coming server and web UI) reads, as one typed, versione
 
 Version 1 is what tunesmith wrote before the schema existed (no ``schema_version`` key and no
 ``versions``); it has the same fields and loads as is. A report written by a newer tunesmith than
-this one is refused with a clear message rather than half-read. Sections whose shape belongs to
+this one is refused with a clear message rather than half-read. Version 3 adds how each interval
+was computed (``method``, and a paired comparison's ``test``, ``count`` and ``smallest_p``) and
+``min_test_examples``; earlier intervals were all bootstraps and load as such. Sections whose shape belongs to
 the module that computes them (slices, error analysis, fairness, forgetting, judge, human review)
 are kept as that module's JSON; the fields every reader relies on are typed.
 """
@@ -21,7 +23,7 @@ from tunesmith.errors import UserError
 from tunesmith.evaluate.intervals import Interval, PairedComparison
 
 #: The version this tunesmith writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class _Part(BaseModel):
@@ -126,6 +128,8 @@ class RunReport(BaseModel):
     llm_judge: dict[str, Any] | None = None
     versions: dict[str, str | None] | None = None
     """Python's and the recorded libraries' versions (:func:`tunesmith.versions.library_versions`)."""
+    min_test_examples: int = 30
+    """``eval.min_test_examples`` of the run: below it the report says the test set is small."""
 
     def primary(self, which: Literal["baseline", "tuned"] = "tuned") -> float | None:
         """The primary metric of the baseline or the tuned model."""

@@ -64,9 +64,38 @@ def _fmt(v: Any, pct: bool = False) -> str:
 
 
 def _span(iv: Any, signed: bool = True) -> str | None:
-    if iv is None:
+    return None if iv is None else iv.span(signed)
+
+
+#: How each interval method is described under the tables.
+INTERVAL_METHODS = {
+    "bootstrap": "percentile bootstrap over the test examples",
+    "exact": "exact (Clopper-Pearson) interval of a proportion",
+    "permutation": "every difference the paired permutation test does not reject, so it excludes 0 exactly when p is "
+                   "significant",
+    "none": "none: too few test examples for an interval",
+}
+
+
+def _methods_sentence(r: RunReport) -> str:
+    """Which interval and test each compared metric used, in one sentence."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name, s in r.significance.items():
+        groups.setdefault((s.diff.method, s.test), []).append(name)
+    level = next(iter(r.significance.values())).diff.level if r.significance else 0.95
+    parts = [f"{', '.join(names)}: change interval {INTERVAL_METHODS.get(method, method)}; p from the {test} test"
+             for (method, test), names in groups.items()]
+    return f"{round(level * 100)}% intervals. " + "; ".join(parts) + "." if parts else ""
+
+
+def small_test_sentence(r: RunReport, min_count: int) -> str | None:
+    """A warning when the test split is under the minimum size, or None."""
+    n = r.data.test
+    if n >= min_count:
         return None
-    return f"[{iv.low:+.4f}, {iv.high:+.4f}]" if signed else f"[{iv.low:.4f}, {iv.high:.4f}]"
+    return (f"Small test set: {n} examples, under the minimum of {min_count} (eval.min_test_examples). Bootstrap "
+            "intervals are not given; proportions get exact intervals and tests, other metrics no interval, and "
+            "no verdict rests on a point value. Add test examples (data.split.test or data.test) to decide.")
 
 
 def fast_path_sentence(fast_path: dict[str, Any]) -> str:
@@ -108,9 +137,14 @@ def _summary(r: RunReport) -> list[Section]:
              f"alpha={adapter.get('alpha')}.", tone="muted")])
     if r.interval is not None:
         iv = r.interval
-        head.blocks.append(Text(f"Tuned {obj.metric}: **{iv.value:.4f}**, {round(iv.level * 100)}% interval "
-                                f"[{iv.low:.4f}, {iv.high:.4f}] (bootstrap over the test examples)."))
-    level = next(iter(r.significance.values())).diff.level if r.significance else 0.95
+        if iv.known:
+            head.blocks.append(Text(f"Tuned {obj.metric}: **{iv.value:.4f}**, {round(iv.level * 100)}% interval "
+                                    f"[{iv.low:.4f}, {iv.high:.4f}] ({INTERVAL_METHODS[iv.method]})."))
+        else:
+            head.blocks.append(Text(f"Tuned {obj.metric}: **{iv.value:.4f}**, no interval: too few test examples."))
+    small = small_test_sentence(r, r.min_test_examples)
+    if small:
+        head.blocks.append(Text(small, tone="warning"))
     rows = []
     for name, c in r.comparison.items():
         s = r.significance.get(name)
@@ -120,8 +154,7 @@ def _summary(r: RunReport) -> list[Section]:
                      f"{s.p_value:.3g}" if s else None, flag])
     compare = Section("Baseline vs tuned (test split)", [
         Table(["metric", "baseline", "tuned", "change", "change interval", "p", ""], rows),
-        Text(f"Intervals: {round(level * 100)}% paired bootstrap over the test examples; p: paired permutation test.",
-             tone="muted"),
+        Text(_methods_sentence(r), tone="muted"),
         Figure("confusion", "confusion matrices")])
     return [head, compare]
 
@@ -161,11 +194,28 @@ def _forgetting(r: RunReport) -> list[Section]:
     fg = r.forgetting
     if not fg:
         return []
-    blocks: list[Block] = [Table(["", "before tuning", "after", "change"], [
-        ["perplexity on general text (lower is better)", fg["perplexity_before"], fg["perplexity_after"],
-         _fmt(fg["perplexity_change"], pct=True)],
-        ["general instruction probe, token F1", fg["probe_f1_before"], fg["probe_f1_after"], fg["probe_f1_change"]]])]
-    blocks += [Text(w, tone="warning") for w in fg["warnings"]] or [Text("No warning: within the configured thresholds.")]
+    if "perplexity" not in fg or not isinstance(fg["perplexity"], dict):
+        return [Section("Forgetting (general ability)", [Text(
+            "This run's forgetting check used the earlier token-F1 probe, which rewarded short answers; its figures "
+            "are not shown. Re-run to measure forgetting by the probability of the right answers.", tone="muted")])]
+
+    def row(name: str, part: dict[str, Any], relative: bool) -> list[Any]:
+        fmt = "{:+.1%}" if relative else "{:+.3f}"
+        return [name, part["before"], part["after"], fmt.format(part["change"]),
+                f"[{fmt.format(part['low'])}, {fmt.format(part['high'])}]", f"{part['p_value']:.3g}", part["test"]]
+
+    ppl, prob, acc = fg["perplexity"], fg["choice_probability"], fg["choice_accuracy"]
+    blocks: list[Block] = [Table(["", "before tuning", "after", "change", "change interval", "p", "test"], [
+        row(f"perplexity on general text, {ppl['items']} paragraphs (lower is better)", ppl, True),
+        row(f"probability of the right answer, {prob['items']} general multiple-choice questions", prob, True),
+        row("right option most likely (accuracy) on the same questions", acc, False)]),
+        Text(f"{round(fg['level'] * 100)}% intervals of the change from the paired permutation test over the items, "
+             "so an interval excludes 0 exactly when p is significant. Perplexity and probability changes are relative "
+             "to before tuning; accuracy's is in points. A warning needs a significant worsening beyond "
+             f"{fg['thresholds']['max_perplexity_increase']:.0%} (perplexity) or "
+             f"{fg['thresholds']['max_choice_drop']:.0%} (probability).", tone="muted")]
+    blocks += [Text(w, tone="warning") for w in fg["warnings"]] or [Text("No warning: no significant worsening beyond "
+                                                                         "the configured thresholds.")]
     return [Section("Forgetting (general ability, bundled sets written for tunesmith)", blocks)]
 
 

@@ -22,9 +22,8 @@ def evaluate_split(lm: LoadedModel, splits: Splits, cfg: Config, name: str) -> E
 
 
 def general_check(lm: LoadedModel, cfg: Config) -> dict[str, Any]:
-    """Perplexity on bundled general text and the general instruction probe, for the model in ``lm``."""
-    return measure_general(lm, max_seq_len=cfg.model.max_seq_len, batch_size=cfg.eval.batch_size,
-                           max_new_tokens=cfg.eval.forgetting.max_new_tokens)
+    """Perplexity on bundled general text and the general multiple-choice questions, for the model in ``lm``."""
+    return measure_general(lm, max_seq_len=cfg.model.max_seq_len, batch_size=cfg.eval.batch_size)
 
 
 def fairness_report(lm: LoadedModel, splits: Splits, cfg: Config, tuned: EvalResult) -> dict[str, Any] | None:
