@@ -60,6 +60,9 @@ class SplitConfig(_Section):
     """Fraction used for validation (early stopping, best checkpoint)."""
     test: float = Field(0.1, gt=0, lt=1)
     """Fraction held out for the baseline-vs-tuned comparison."""
+    keep_passages_together: bool = True
+    """QA rows with a context: all questions about one passage go to the same split, so no test question is
+    about a passage the model saw in training (fractions are then met to within one passage's questions)."""
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:

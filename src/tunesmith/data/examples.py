@@ -27,6 +27,10 @@ class Example:
         plain: Plain text for continued pre-training: no chat template, every token carries
             a label; ``prompt`` + ``target`` is the text (the split only matters for evaluation,
             which continues the first half).
+        context: The part of ``prompt`` that several examples may share without being the same
+            example: a QA passage, an alpaca instruction given with its own input. Duplicates,
+            conflicts and leakage are judged between examples of the same context on the rest of
+            the prompt, and QA splits keep a passage's questions together. None when nothing is shared.
     """
 
     id: str
@@ -39,12 +43,16 @@ class Example:
     line: int = 0
     turns: list[dict[str, str]] | None = None
     plain: bool = False
+    context: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (``meta`` and ``turns`` shared, not copied: for writing, not mutating)."""
         # dataclasses.asdict deep-copies recursively and took half of a 100k-row data check.
-        return {"id": self.id, "prompt": self.prompt, "target": self.target, "label": self.label, "system": self.system,
-                "meta": self.meta, "source": self.source, "line": self.line, "turns": self.turns, "plain": self.plain}
+        out = {"id": self.id, "prompt": self.prompt, "target": self.target, "label": self.label, "system": self.system,
+               "meta": self.meta, "source": self.source, "line": self.line, "turns": self.turns, "plain": self.plain}
+        if self.context is not None:  # only where set, so data without one hashes as it always did
+            out["context"] = self.context
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Example:

@@ -29,6 +29,9 @@ class DataFormat:
         plain: Plain text for continued pre-training (no chat template, loss on every token).
         to_row: Turns an Example back into a row of this format (format field names), for
             generated examples written next to the user's own data.
+        context: The part of a row's prompt that other rows may share (see ``Example.context``), or None.
+        passages: Its context is a passage questions are asked about: splits keep a passage's
+            questions in one split (``data.split.keep_passages_together``).
     """
 
     name: str
@@ -39,6 +42,8 @@ class DataFormat:
     conversation: tuple[str, str, dict[str, str]] | None = None
     plain: bool = False
     to_row: Callable[[Example], dict[str, Any]] | None = None
+    context: Callable[[dict[str, str]], str | None] | None = None
+    passages: bool = False
 
 
 FORMATS: dict[str, DataFormat] = {}
@@ -78,11 +83,13 @@ register_format(DataFormat("text_label", ("text", "label"), (), lambda f: (f["te
                            to_row=lambda ex: {"text": ex.prompt, "label": ex.label}))
 register_format(DataFormat("prompt_response", ("prompt", "response"), ("system",), lambda f: (f["prompt"], f["response"], None), ("generation",),
                            to_row=lambda ex: {"prompt": ex.prompt, "response": ex.target, **({"system": ex.system} if ex.system else {})}))
-register_format(DataFormat("qa", ("question", "answer"), ("context",), lambda f: (_qa_prompt(f), f["answer"], None), ("qa",), to_row=_qa_row))
+register_format(DataFormat("qa", ("question", "answer"), ("context",), lambda f: (_qa_prompt(f), f["answer"], None), ("qa",),
+                           to_row=_qa_row, context=lambda f: f.get("context") or None, passages=True))
 register_format(DataFormat("alpaca", ("instruction", "output"), ("input",),
                             lambda f: (f"{f['instruction']}\n\n{f['input']}" if f.get("input") else f["instruction"],
                                        f["output"], None), ("generation",),
-                           to_row=lambda ex: {"instruction": ex.prompt, "output": ex.target}))
+                           to_row=lambda ex: {"instruction": ex.prompt, "output": ex.target},
+                           context=lambda f: f["instruction"] if f.get("input") else None))
 _last_turns = lambda f: (f["prompt"], f["target"], None)  # noqa: E731 - conversations are built in _conversation
 register_format(DataFormat("messages", ("messages",), (), _last_turns, ("generation",),
                            ("role", "content", {"system": "system", "user": "user", "assistant": "assistant"}),
@@ -178,7 +185,8 @@ def row_to_example(fmt: DataFormat, row: dict[str, Any], columns: dict[str, str]
     meta = {k: v for k, v in row.items() if k not in used and k != "id"}
     ex_id = str(row["id"]) if row.get("id") is not None else f"{getattr(path, 'name', path)}:{line}"
     return Example(id=ex_id, prompt=prompt, target=target, label=label, system=fields.get("system"), meta=meta,
-                   source=getattr(path, "name", str(path)), line=line, plain=fmt.plain)
+                   source=getattr(path, "name", str(path)), line=line, plain=fmt.plain,
+                   context=fmt.context(fields) if fmt.context else None)
 
 
 def _conversation_example(fmt: DataFormat, row: dict[str, Any], columns: dict[str, str], *, path: object,

@@ -18,7 +18,7 @@ from tunesmith.data.formats import FORMATS, detect_format, row_to_example
 from tunesmith.data.io import data_files, read_jsonl, read_records, write_jsonl
 from tunesmith.data.lengths import TokenCounter, measure_splits
 from tunesmith.data.mix import combine_sources, source_config
-from tunesmith.data.quality import Removed, clean_example, deduplicate, find_leakage, scrub_pii
+from tunesmith.data.quality import Removed, clean_example, deduplicate, find_leakage, scrub_pii, shared_passages
 from tunesmith.data.split import split_examples
 from tunesmith.errors import DataError
 from tunesmith.tasks import get_task
@@ -350,7 +350,9 @@ def _prepare_files(cfg: Config, base_dir: Path, require_test: bool, tokenizer: A
         generated = [ex for ex in train if "provenance" in ex.meta]
         real = [ex for ex in train if "provenance" not in ex.meta]
         fr = (d.split.train, d.split.validation, d.split.test)
-        train, validation, test = split_examples(real, fr, cfg.project.seed, stratify=task == "classification")
+        by_passage = d.split.keep_passages_together and FORMATS[fmt_name].passages
+        train, validation, test = split_examples(real, fr, cfg.project.seed, stratify=task == "classification",
+                                                 by_passage=by_passage)
         train += generated
     leaks = 0
     if d.dedup.near or d.dedup.exact:
@@ -361,6 +363,10 @@ def _prepare_files(cfg: Config, base_dir: Path, require_test: bool, tokenizer: A
             validation, test = found["validation"][0], found["test"][0]
             removed_rows += leaked
     rejected = [r for part in loaded for r in part.rejected]
+    overlap = shared_passages(train, test)
+    if overlap:
+        warnings.append(f"{overlap} test examples ask about a passage (context) that training examples also have: not "
+                        "leakage (the questions differ), but easier than questions about unseen passages")
 
     labels: list[str] | None = None
     if task == "classification":
