@@ -1,8 +1,10 @@
 """Regenerate the example datasets bundled with `tunesmith init` and `tunesmith quickstart`.
 
 - classification: part of banking77 (PolyAI, CC BY 4.0) read from ../shared/data/banking77.
-- qa, summarization, generation: small synthetic sets written from templates by this script
-  (fictional bank "Northwind"), so they carry no third-party rights.
+- qa, summarization, generation: synthetic sets written from templates by this script (fictional
+  banks), so they carry no third-party rights. Each is large enough for a test split of 30 or more
+  examples (`eval.min_test_examples`), so the example run can reach a verdict; the values in the
+  qa passages are drawn at random, so answers must be read from the passage, not remembered.
 
 Usage: python scripts/make_examples.py [--banking77 DIR]
 """
@@ -47,57 +49,66 @@ def banking77(src: Path) -> list[dict]:
     return rows
 
 
-FACTS = [
-    ("The monthly fee for the Northwind Plus account is 4 euros.", "How much is the monthly fee for the Northwind Plus account?", "4 euros"),
-    ("Cards are delivered within 7 working days of ordering.", "How long does card delivery take?", "7 working days"),
-    ("Customers must be at least 16 years old to open an account.", "What is the minimum age to open an account?", "16 years old"),
-    ("A blocked PIN can be unblocked at any cash machine after 24 hours.", "When can a blocked PIN be unblocked?", "after 24 hours"),
-    ("International transfers to the euro zone are free of charge.", "What do transfers to the euro zone cost?", "free of charge"),
-    ("The daily cash withdrawal limit is 500 euros.", "What is the daily cash withdrawal limit?", "500 euros"),
-    ("Top-ups by bank transfer arrive within two working days.", "How long do top-ups by bank transfer take?", "two working days"),
-    ("Support is available by chat from 8am to 10pm every day.", "When is chat support available?", "from 8am to 10pm every day"),
-    ("Disposable virtual cards can be used for one payment only.", "How many payments can a disposable virtual card make?", "one payment"),
-    ("Exchange rates are updated every 15 minutes on weekdays.", "How often are exchange rates updated on weekdays?", "every 15 minutes"),
-    ("The Northwind Metal card is made of stainless steel.", "What is the Northwind Metal card made of?", "stainless steel"),
-    ("Accounts can be closed in the app under Settings, Close account.", "Where can an account be closed?", "in the app under Settings, Close account"),
-    ("Transfers can be cancelled while their status is pending.", "When can a transfer be cancelled?", "while their status is pending"),
-    ("A replacement card costs 6 euros.", "How much does a replacement card cost?", "6 euros"),
-    ("Savings vaults pay 2.1 percent interest a year.", "What interest do savings vaults pay?", "2.1 percent a year"),
-    ("Identity checks need a passport or a national identity card.", "Which documents do identity checks need?", "a passport or a national identity card"),
-    ("Cash deposits are accepted at partner post offices.", "Where are cash deposits accepted?", "at partner post offices"),
-    ("Apple Pay and Google Pay are supported for all card types.", "Which card types support Apple Pay and Google Pay?", "all card types"),
-    ("Card payments abroad carry no fee up to 1,000 euros a month.", "Up to what amount are card payments abroad free each month?", "1,000 euros"),
-    ("Refunds usually appear within 5 working days.", "When do refunds usually appear?", "within 5 working days"),
-    ("The app supports English, French, German and Spanish.", "Which languages does the app support?", "English, French, German and Spanish"),
-    ("Joint accounts can have at most two holders.", "How many holders can a joint account have?", "two"),
-    ("Direct debits are collected at 6am on the due date.", "At what time are direct debits collected?", "6am"),
-    ("Lost phones should be reported by calling 0800 123 456.", "Which number should be called to report a lost phone?", "0800 123 456"),
-    ("Business accounts are available to companies registered in the EU.", "Which companies can open business accounts?", "companies registered in the EU"),
-    ("Statements can be downloaded as PDF or CSV files.", "In which formats can statements be downloaded?", "PDF or CSV"),
-    ("Contactless payments are limited to 50 euros each.", "What is the limit for each contactless payment?", "50 euros"),
-    ("Premium customers get free travel insurance.", "Which customers get free travel insurance?", "Premium customers"),
-    ("Cheques are not accepted by Northwind.", "Does Northwind accept cheques?", "no"),
-    ("The referral bonus is 20 euros for each invited friend.", "How much is the referral bonus?", "20 euros"),
+# Each fact template: (sentence, question, answer) with slots filled at random per passage, so that
+# answers must be read from the passage (the same question has a different answer elsewhere).
+FACT_TEMPLATES = [
+    ("The monthly fee for the {product} account is {fee} euros.", "How much is the monthly fee for the {product} account?", "{fee} euros"),
+    ("{product} cards are delivered within {days} working days of ordering.", "How long does delivery of a {product} card take?", "{days} working days"),
+    ("Customers must be at least {age} years old to open a {product} account.", "What is the minimum age for a {product} account?", "{age} years old"),
+    ("The daily cash withdrawal limit of {product} is {limit} euros.", "What is the daily cash withdrawal limit of {product}?", "{limit} euros"),
+    ("{product} support answers chats from {start} to {stop} every day.", "When does {product} support answer chats?", "from {start} to {stop} every day"),
+    ("{product} savings pay {rate} percent interest a year.", "What interest do {product} savings pay?", "{rate} percent a year"),
+    ("A replacement {product} card costs {fee} euros.", "How much does a replacement {product} card cost?", "{fee} euros"),
+    ("{product} refunds usually appear within {days} working days.", "When do {product} refunds usually appear?", "within {days} working days"),
+    ("The {product} app is available in {languages}.", "In which languages is the {product} app available?", "{languages}"),
+    ("A {product} joint account can have at most {holders} holders.", "How many holders can a {product} joint account have?", "{holders}"),
+    ("Direct debits from {product} are collected at {start} on the due date.", "At what time are {product} direct debits collected?", "{start}"),
+    ("Lost {product} cards should be reported by calling {phone}.", "Which number should be called to report a lost {product} card?", "{phone}"),
+    ("{product} statements can be downloaded as {formats} files.", "In which formats can {product} statements be downloaded?", "{formats}"),
+    ("Contactless payments with {product} are limited to {limit} euros each.", "What is the limit of each contactless payment with {product}?", "{limit} euros"),
+    ("The {product} referral bonus is {fee} euros for each invited friend.", "How much is the {product} referral bonus?", "{fee} euros"),
+    ("{product} exchange rates are updated every {minutes} minutes.", "How often are {product} exchange rates updated?", "every {minutes} minutes"),
+    ("{product} card payments abroad are free up to {limit} euros a month.", "Up to what amount are {product} card payments abroad free each month?", "{limit} euros a month"),
+    ("Cash deposits for {product} are accepted at {place}.", "Where are cash deposits for {product} accepted?", "at {place}"),
 ]
+QA_PRODUCTS = ["Northwind Plus", "Northwind Metal", "Harbor Basic", "Summit Premium", "Meadow Junior", "Atlas Business",
+               "Cobalt Student", "Juniper Family", "Lumen Travel", "Beacon Saver", "Orchard Gold", "Willow Free"]
+LANGUAGES = ["English and French", "German and Italian", "Spanish and Portuguese", "Dutch, French and German",
+             "English, Polish and Czech", "Swedish and Finnish"]
+FORMATS = ["PDF or CSV", "PDF", "CSV or Excel", "PDF, CSV or OFX"]
+PLACES = ["partner post offices", "any branch", "partner supermarkets", "selected petrol stations"]
+HOURS = ["6am", "7am", "8am", "9am"], ["6pm", "8pm", "10pm", "11pm"]
 
 
-def qa_rows() -> list[dict]:
+def _fill(rng: random.Random, product: str) -> dict[str, str]:
+    return {"product": product, "fee": str(rng.choice([2, 3, 4, 5, 6, 7, 8, 9, 12, 15])),
+            "days": rng.choice(["two", "three", "four", "five", "seven", "ten"]), "age": str(rng.choice([16, 17, 18, 21])),
+            "limit": rng.choice(["200", "300", "500", "750", "1,000", "1,500", "2,000"]),
+            "start": rng.choice(HOURS[0]), "stop": rng.choice(HOURS[1]), "rate": rng.choice(["1.2", "1.8", "2.1", "2.5", "3.0"]),
+            "languages": rng.choice(LANGUAGES), "holders": rng.choice(["two", "three", "four"]),
+            "phone": f"0800 {rng.randint(100, 999)} {rng.randint(100, 999)}", "formats": rng.choice(FORMATS),
+            "minutes": rng.choice(["5", "10", "15", "30", "60"]), "place": rng.choice(PLACES)}
+
+
+def qa_rows(passages: int = 180) -> list[dict]:
+    """SQuAD-style rows: each passage states three facts about a product; two questions are asked about it."""
     rng = random.Random(3)
     rows = []
-    for i, (fact, q, a) in enumerate(FACTS):
-        for variant in range(2):
-            others = [f for j, (f, _, _) in enumerate(FACTS) if j != i]
-            ctx = [fact, *rng.sample(others, 2)]
-            rng.shuffle(ctx)
-            question = q if variant == 0 else q[0].lower() + q[1:]
-            if variant == 1:
-                question = "Quick question: " + question
-            rows.append({"context": " ".join(ctx), "question": question, "answer": a})
+    for _ in range(passages):
+        product = rng.choice(QA_PRODUCTS)
+        facts = rng.sample(FACT_TEMPLATES, 3)
+        fill = _fill(rng, product)
+        context = " ".join(f[0].format(**fill) for f in facts)
+        for sentence, question, answer in rng.sample(facts, 2):
+            rows.append({"context": context, "question": question.format(**fill), "answer": answer.format(**fill)})
     rng.shuffle(rows)
     return rows
 
 
-NAMES = ["Ana", "Ben", "Chloe", "Dev", "Elif", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Kemal", "Lena"]
+NAMES = ["Ana", "Ben", "Chloe", "Dev", "Elif", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Kemal", "Lena", "Mateo",
+         "Nadia", "Oskar", "Priya", "Quentin", "Rosa", "Sven", "Tariq", "Ursula", "Viktor", "Wen", "Ximena", "Yusuf",
+         "Zofia", "Amir", "Bianca", "Carlos", "Dagny", "Emeka", "Fatima", "Gustav", "Hana", "Ivo", "Jana", "Kofi",
+         "Leila", "Marek", "Noor"]
 PROBLEMS = [
     ("card", "my new card still has not arrived", "has not received a new card", "resent the card by express post"),
     ("transfer", "a transfer I sent on Monday has not reached my landlord", "reports a transfer that has not arrived", "traced the transfer and confirmed it will arrive tomorrow"),
@@ -105,6 +116,10 @@ PROBLEMS = [
     ("fee", "I was charged a fee for a card payment abroad", "was charged a fee abroad", "refunded the fee as a goodwill gesture"),
     ("app", "the app logs me out every time I open it", "keeps being logged out of the app", "asked the customer to update the app, which fixed it"),
     ("refund", "the shop says it refunded me but I see nothing", "cannot see a refund from a shop", "confirmed the refund is pending and will show in three days"),
+    ("address", "I moved house and cannot change my address in the app", "cannot change their address", "updated the address after an identity check"),
+    ("limit", "my card was declined because of a spending limit", "had a card declined by a spending limit", "raised the daily limit to 1,000 euros"),
+    ("statement", "I need a statement for my visa application", "needs a statement for a visa", "sent a stamped PDF statement by e-mail"),
+    ("fraud", "there are two payments I do not recognise", "reports two unknown payments", "froze the card and opened a fraud case"),
 ]
 
 
@@ -124,7 +139,7 @@ def summarization_rows() -> list[dict]:
     rng = random.Random(5)
     rows = []
     for name in NAMES:
-        for _, said, summary_issue, action in rng.sample(PROBLEMS, 5):
+        for _, said, summary_issue, action in rng.sample(PROBLEMS, 8):
             fill = {"name": name, "days": rng.choice(["two", "three", "five", "ten"]),
                     "day": rng.choice(["Monday", "Friday", "Sunday"]), "year": rng.choice(["2019", "2021", "2023"]),
                     "agent": rng.choice(["Sam", "Priya", "Tom", "Yuki"])}
@@ -136,36 +151,48 @@ def summarization_rows() -> list[dict]:
     return rows
 
 
-PRODUCTS = [
-    ("Northwind Plus", "a current account with a 4 euro monthly fee, free transfers and travel insurance"),
-    ("Northwind Metal", "a stainless-steel card with airport lounge access"),
-    ("Savings Vault", "a savings pot paying 2.1 percent a year"),
-    ("Disposable Card", "a virtual card that works for a single payment"),
-    ("Joint Account", "an account shared by two holders with separate cards"),
-    ("Business Account", "an account for EU companies with invoicing tools"),
-    ("Junior Account", "an account for teenagers aged 16 and 17 with parental controls"),
-    ("Travel Wallet", "multi-currency balances with rates updated every 15 minutes"),
-    ("Round-ups", "a feature that rounds card payments up and saves the change"),
-    ("Bill Splitter", "a tool that splits a payment between friends in the app"),
+BRANDS = ["Northwind", "Harbor", "Summit", "Meadow", "Atlas", "Cobalt", "Juniper", "Lumen", "Beacon", "Orchard",
+          "Willow", "Granite", "Aurora", "Falcon", "Maple", "Coral", "Ember", "Glacier", "Heron", "Saffron"]
+KINDS = ["Plus", "Metal", "Vault", "Flex", "Joint", "Business", "Junior", "Travel", "Premier", "Student", "Family",
+         "Green", "Basic", "Select", "One", "Pro"]
+FEATURES = [
+    "a {fee} euro monthly fee", "free transfers in euros", "travel insurance for the whole family",
+    "airport lounge access twice a year", "{rate} percent cashback on groceries", "{rate} percent interest a year",
+    "virtual cards for online shopping", "instant notifications for every payment", "a card made of recycled plastic",
+    "up to {holders} holders with separate cards", "invoicing tools for small companies", "parental controls in the app",
+    "rates updated every {minutes} minutes", "no fees abroad up to {limit} euros a month", "a dedicated phone line",
+    "round-ups that save the change", "bill splitting between friends", "savings goals with reminders",
+    "a metal card with your initials", "free cash withdrawals worldwide", "support in {languages}",
+    "monthly statements as {formats}", "a {days}-day free trial", "budget reports every Sunday",
+    "overdraft protection up to {limit} euros", "contactless payments with a ring", "crypto trading with low fees",
+    "a welcome bonus of {fee} euros", "insurance for phones and laptops", "priority chat from {start}",
 ]
 STYLES = ["friendly", "formal", "short", "enthusiastic"]
 
 
 def generation_rows() -> list[dict]:
+    """Product descriptions in four house styles: 320 products with their own features, each in one style
+    (a test product is never one seen in training in another style)."""
+    rng = random.Random(9)
     rows = []
-    for product, features in PRODUCTS:
-        for style in STYLES:
-            prompt = f"Write a {style} one-sentence description of {product}, {features}."
-            lead = {"friendly": "Meet", "formal": "We are pleased to offer", "short": "", "enthusiastic": "Say hello to"}[style]
-            body = f"{product}: {features}."
-            if style == "short":
-                response = body[0].upper() + body[1:]
-            elif style == "enthusiastic":
-                response = f"{lead} {product}, {features}!"
-            else:
-                response = f"{lead} {product}, {features}."
-            rows.append({"prompt": prompt, "response": response})
-    random.Random(9).shuffle(rows)
+    for brand in BRANDS:
+        for kind in KINDS:
+            product = f"{brand} {kind}"
+            fill = _fill(rng, product)
+            first, second, third = (f.format(**fill) for f in rng.sample(FEATURES, 3))
+            features = f"{first}, {second} and {third}"
+            for style in [STYLES[len(rows) % len(STYLES)]]:
+                prompt = f"Write a {style} one-sentence description of {product}, which has {features}."
+                if style == "short":
+                    response = f"{product}: {features}."
+                elif style == "enthusiastic":
+                    response = f"Say hello to {product}, with {features}!"
+                elif style == "friendly":
+                    response = f"Meet {product}: it comes with {features}."
+                else:
+                    response = f"We are pleased to offer {product}, which includes {features}."
+                rows.append({"prompt": prompt, "response": response})
+    rng.shuffle(rows)
     return rows
 
 

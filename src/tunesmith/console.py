@@ -11,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 #: Human-facing messages go to stderr so that ``--json`` output on stdout stays machine-readable.
 console = Console(stderr=True, highlight=False)
 #: Results (tables) go to stdout; when piped, wide enough that run ids and labels are not cut.
-out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+# Piped output is read by programs and people with wide screens: never cropped to a guessed width.
+out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 100_000)
 
 
 def make_progress(transient: bool = False) -> Progress:

@@ -48,3 +48,13 @@ def test_data_check_ends_cleanly_and_counts_add_up(tmp_path):
     s = json.loads(res.stdout)
     assert s["rows_read"] == len(body) + 1 and s["adds_up"]
     assert sum(s["rejected"].values()) >= 7  # six set aside by the reader, the latin-1 line, then field checks
+
+
+def test_a_set_aside_csv_record_keeps_its_raw_text_as_read(tmp_path):
+    from tunesmith.data.io import read_records
+    path = tmp_path / "tickets.csv"
+    path.write_text('text,label\n"a ""quoted"", multi\nline text",card\n"only one value"\n', encoding="utf-8")
+    good, bad = list(read_records(path))
+    assert good.row == {"text": 'a "quoted", multi\nline text', "label": "card"}
+    assert good.raw == '"a ""quoted"", multi\nline text",card' and good.line == 2
+    assert bad.error.startswith("wrong number of values") and bad.raw == '"only one value"' and bad.line == 4

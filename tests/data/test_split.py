@@ -75,7 +75,8 @@ def test_unknown_label_in_test_file_is_set_aside_and_strict_fails(tmp_path):
     splits = prepare_splits(Config.model_validate({"data": data}), tmp_path)
     assert [e.prompt for e in splits.test] == ["where is my card"]
     (r,) = splits.rejected
-    assert (r.source, r.line, r.split, r.kind) == ("test.jsonl", 1, "test", "field 'label': unknown label")
+    assert (r.source, r.line, r.split, r.kind) == (str(tmp_path / "test.jsonl"), 1, "test", "field 'label': unknown label")
+    assert r.raw == '{"text": "hello", "label": "greeting"}'  # the line as read, like every other set-aside row
     acc = splits.accounting()
     assert acc["rows_read"] == acc["kept"] + acc["rejected"] + sum(acc["removed"].values()) == 38
     with pytest.raises(DataError, match=r"data.strict is on and 1 set aside(.|\n)*test.jsonl:1: field 'label'"):

@@ -66,3 +66,41 @@ def test_qlora_run_stops_before_any_work_on_a_cpu(tiny_project):
     assert res.exit_code == 2
     assert "needs a CUDA GPU" in res.output and "adapter.method: lora" in res.output
     assert not (tiny_project / "runs").exists()
+
+
+def test_adapter_export_is_portable_and_reproduces_the_run_with_plain_peft(tiny_project, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    res = runner.invoke(app, ["run", "-c", str(tiny_project / "tunesmith.yaml"), "--json", "--set", "train.lr=0.02",
+                              "--set", "eval.forgetting.enabled=false"])
+    assert res.exit_code == 0, res.output
+    run_dir = Path(json.loads(res.stdout)["run_dir"])
+    out = tmp_path / "adapter"
+    res = runner.invoke(app, ["export", "--run", str(run_dir), "--adapter", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    cfg, _ = load_config(run_dir / "config.yaml")
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == cfg.model.base  # as the project named it, no cache path
+    assert "tunesmith" not in adapter_config["base_model_name_or_path"]
+    assert (out / "adapter_model.safetensors").is_file() and (out / "README.md").is_file()
+    # plain transformers + peft: the exported tokenizer's template brings the system prompt
+    splits = Splits.load(run_dir / "data")
+    plain = AutoTokenizer.from_pretrained(out)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(adapter_config["base_model_name_or_path"]), out)
+    lm = load_base_model(Path(cfg.model.base))
+    lm.model = model
+    texts = [plain.apply_chat_template([{"role": "user", "content": ex.prompt}], tokenize=False,
+                                       add_generation_prompt=True) for ex in splits.test]
+    prompts = [plain(text, add_special_tokens=False)["input_ids"][-cfg.model.max_seq_len:] for text in texts]
+    outputs = generate_batched(lm, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    assert outputs == [json.loads(x)["output"] for x in (run_dir / "predictions" / "tuned.jsonl").open()]
+    # neither or both of --merge and --adapter is a usage error
+    assert runner.invoke(app, ["export", "--run", str(run_dir)]).exit_code == 2
+
+
+def test_the_embedded_base_is_named_by_its_hub_id_with_a_note():
+    from tunesmith.ops.export import portable_base
+    base, note = portable_base("smollm2-135m-instruct")
+    assert base == "HuggingFaceTB/SmolLM2-135M-Instruct" and "Q4_1" in note
+    assert portable_base("/models/mine") == ("/models/mine", None)

@@ -125,6 +125,12 @@ def test_calibration_trains_each_chosen_example_once_and_times_the_steps(tiny_pr
     plan = _plan(tiny_project)  # measured: the plan times real steps the same way
     assert len(plan["calibration"]["seconds"]) == 3  # four steps, the first a warm-up
     assert any("real training steps" in line for line in plan["basis"])
+    # the figures add up as a reader multiplies them: steady per-step time, plus the first step's one-off cost
+    t, d = plan["time"], plan["data"]
+    assert t["training_seconds"] == pytest.approx(t["seconds_per_step"] * d["total_steps"] + t["first_step_extra_seconds"],
+                                                  rel=2e-3)
+    if d["total_steps"] == d["steps_per_epoch"]:
+        assert t["seconds_per_epoch"] == pytest.approx(t["seconds_per_step"] * d["steps_per_epoch"], rel=2e-3)
 
 
 @pytest.fixture(scope="module")

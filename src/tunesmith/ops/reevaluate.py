@@ -18,7 +18,7 @@ from tunesmith.steps.model import find_adapter, load_model, preflight
 def load_run(ref: str, runs_dir: Path) -> tuple[RunPaths, Config, Splits]:
     """Find a run (in ``runs_dir``, or by its id in any runs folder tunesmith knows) and read its config and splits."""
     run = find_known_run(ref, runs_dir)
-    cfg, _ = load_config(run.config)
+    cfg, _ = load_config(run.config, stored=True)
     return run, cfg, Splits.load(run.data)
 
 

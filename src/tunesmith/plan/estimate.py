@@ -306,12 +306,15 @@ def plan_training(cfg: Config, base_dir: Path, *, gpu: str | None = None, measur
     epoch_s = [per_batch(b) for b in epoch_batches]
     basis.append("early stopping may end the run sooner; the plan assumes every step runs")
 
-    training_seconds = sum(train_s)
+    steady_seconds = sum(train_s)
+    first_extra = 0.0
     if calibration is not None:
         # The run's first step pays for first-touch memory as the calibration's warm-up step did.
         first_extra = max(0.0, calibration["warmup_seconds"] - per_batch(Batch(**calibration["batch"])))
-        training_seconds += first_extra
         basis.append(f"time: the first step's extra cost, measured on the warm-up step ({first_extra:.1f} s), is added once")
+    # Per step and per epoch are the steady rate, so that s/step x steps/epoch gives s/epoch; the first
+    # step's one-off cost is its own figure, added once to the run's training time.
+    training_seconds = steady_seconds + first_extra
     run_tokens = sum(b.tokens for b in run_batches)
     plan: dict[str, Any] = {
         "model": cfg.model.base, "method": cfg.adapter.method,
@@ -328,7 +331,8 @@ def plan_training(cfg: Config, base_dir: Path, *, gpu: str | None = None, measur
                  "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
                  "epochs": round(total_steps / steps_per_epoch, 4), "run_tokens": run_tokens},
         "time": {"tokens_per_second": _sig(run_tokens / training_seconds) if training_seconds else None,
-                 "seconds_per_step": _sig(training_seconds / total_steps), "seconds_per_epoch": _sig(sum(epoch_s)),
+                 "seconds_per_step": _sig(steady_seconds / total_steps), "seconds_per_epoch": _sig(sum(epoch_s)),
+                 "first_step_extra_seconds": _sig(first_extra),
                  "training_seconds": _sig(training_seconds), "validations": validations,
                  "validation_seconds": _sig(validations * eval_s),
                  "total_seconds": _sig(training_seconds + validations * eval_s)},
@@ -412,8 +416,10 @@ def plan_tables(plan: dict[str, Any]) -> list[Table]:
     head.add_row("training examples, batch x accumulation", f"{d['train_examples']:,}, {d['batch_size']} x {d['grad_accum']}")
     head.add_row("tokens per epoch (padded)", f"{d['tokens_per_epoch']:,} ({d['padded_tokens_per_epoch']:,})")
     head.add_row("steps per epoch, steps in the run", f"{d['steps_per_epoch']:,}, {d['total_steps']:,} ({d['epochs']:g} epochs)")
-    head.add_row("time per step", _duration(t["seconds_per_step"]))
+    head.add_row("time per step (average)", _duration(t["seconds_per_step"]))
     head.add_row("time per epoch", _duration(t["seconds_per_epoch"]))
+    if t.get("first_step_extra_seconds"):
+        head.add_row("one-off cost of the first step", _duration(t["first_step_extra_seconds"]))
     head.add_row(f"training + {t['validations']} validation{'' if t['validations'] == 1 else 's'}",
                  f"{_duration(t['training_seconds'])} + "
                  f"{_duration(t['validation_seconds'])} = {_duration(t['total_seconds'])}")

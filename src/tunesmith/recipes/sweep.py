@@ -228,7 +228,7 @@ def _write_best(study: optuna.Study, cfg: Config, name: str, path: Path) -> bool
     if not run_config.is_file():
         console.print(f"[yellow]warning:[/] the best trial's run config {run_config} is gone; {path} not written")
         return False
-    stored, _ = load_config(run_config)
+    stored, _ = load_config(run_config, stored=True)
     # The trials skipped these for speed; training the chosen settings should evaluate as the project asks.
     stored.eval.baseline = cfg.eval.baseline
     stored.eval.forgetting.enabled = cfg.eval.forgetting.enabled
@@ -309,7 +309,9 @@ def run_sweep(cfg: Config, base_dir: Path, trials: int | None = None) -> dict[st
         while finished < total:
             trial = study.ask()
             try:
-                _run_trial(study, trial, cfg, base_dir, name, f"trial {finished + 1}/{total}")
+                # One trial number everywhere (optuna's, as trials.jsonl, status.json and best.yaml give it); the
+                # bracket is progress, not a number.
+                _run_trial(study, trial, cfg, base_dir, name, f"[{finished + 1}/{total}] trial {trial.number}")
             finally:
                 _write_outputs(study, cfg, name, folder)
             finished, ran = finished + 1, ran + 1

@@ -10,7 +10,7 @@ from typing import Any
 import matplotlib
 import yaml
 
-from tunesmith.config import flatten_config
+from tunesmith.config import flatten_config, load_config
 from tunesmith.errors import UserError
 from tunesmith.report.schema import read_report_if_any
 from tunesmith.runs.folder import RunPaths
@@ -66,10 +66,24 @@ def run_figures(run: RunPaths) -> dict[str, Any]:
 
 
 def config_differences(configs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Dotted config keys whose values are not the same in every config, with each config's value (None: absent)."""
+    """Dotted config keys whose values are not the same in every config, with each config's value (None: absent).
+
+    A mapping that is empty in one config and has keys in another (``data.columns``) is told by its
+    inner keys alone, not also as a key of its own.
+    """
     flat = [flatten_config(c) for c in configs]
     keys = list(dict.fromkeys(k for f in flat for k in f))
-    return {k: [f.get(k) for f in flat] for k in keys if any(f.get(k) != flat[0].get(k) or k not in f for f in flat)}
+    differ = {k: [f.get(k) for f in flat] for k in keys if any(f.get(k) != flat[0].get(k) for f in flat)}
+    return {k: v for k, v in differ.items()
+            if not (all(x in ({}, None) for x in v) and any(o.startswith(k + ".") for o in differ))}
+
+
+def full_config(run: RunPaths) -> dict[str, Any]:
+    """A run's config with every default filled in (so a key an older run's file lacks is not a difference)."""
+    try:
+        return load_config(run.config, stored=True)[0].model_dump(mode="json")
+    except UserError:
+        return yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
 
 
 def plot_loss_curves(histories: dict[str, Sequence[dict[str, Any]]], out: Path, title: str = "Loss curves") -> Path:
@@ -137,7 +151,7 @@ def compare_runs(runs: Sequence[RunPaths], out_dir: Path) -> dict[str, Any]:
     if len({r.root.resolve() for r in runs}) < len(runs):
         raise UserError("compare: the same run is given twice")
     labels = _labels(runs)
-    configs = [yaml.safe_load(r.config.read_text(encoding="utf-8")) or {} for r in runs]
+    configs = [full_config(r) for r in runs]
     figures = [run_figures(r) for r in runs]
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = plot_loss_curves({label: read_history(r) for label, r in zip(labels, runs)}, out_dir / PLOT_NAME,
