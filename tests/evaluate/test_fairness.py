@@ -14,9 +14,13 @@ def rows(spec):
 
 def test_group_metrics_and_the_four_fifths_flag():
     data = rows([("north", "a", "a")] * 4 + [("south", "a", "a"), ("south", "b", "a")] * 2 + [(None, "a", "a")])
-    g = group_metrics(data, "region", "accuracy", "classification")
+    g = group_metrics(data, "region", "accuracy", "classification", min_count=4)
     assert [(x["value"], x["count"], x["metric"]) for x in g["groups"]] == [("north", 4, 1.0), ("south", 4, 0.5)]
     assert g["ratio"] == pytest.approx(0.5) and g["flagged"] and g["missing"] == 1
+    # the same gap over 4 examples a group is not flagged under the default minimum of 30, and says why
+    small = group_metrics(data, "region", "accuracy", "classification")
+    assert small["ratio"] == pytest.approx(0.5) and not small["flagged"] and small["too_small"]
+    assert all(x["method"] == "exact" and x["low"] <= x["metric"] <= x["high"] for x in small["groups"])
     even = group_metrics(rows([("north", "a", "a"), ("south", "a", "a")]), "region", "accuracy", "classification")
     assert even["ratio"] == 1.0 and not even["flagged"]
 

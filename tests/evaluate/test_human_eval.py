@@ -64,6 +64,12 @@ def test_two_raters_unblinded_with_cohens_kappa(tmp_path):
     assert s["raters"] == ["ana", "ben"] and s["items"] == 6
     assert s["win_rate"]["tuned_wins"] == 10 and s["win_rate"]["ties"] == 2 and s["win_rate"]["baseline_wins"] == 0
     assert s["scores"]["tuned"]["correctness"]["value"] == pytest.approx((5 * 6 + 4 * 4 + 3 * 2) / 12)
+    # 12 ratings: a mean without an interval; the win rate by the sign test (10 wins, 2 ties, no losses)
+    assert s["scores"]["tuned"]["correctness"]["low"] is None
+    win = s["win_rate"]["rate"]
+    assert win["value"] == pytest.approx(11 / 12) and win["test"] == "exact permutation"
+    assert win["p_value"] == pytest.approx(2 / 2 ** 10)  # the ties (differences of 0) do not count
+    assert 0.5 < win["low"] <= win["value"] <= win["high"] <= 1
     assert s["scores"]["tuned"]["completeness"] is None  # nobody rated it
     order = sorted({r["item"] for r in ratings})
     by = {(r["rater"], r["item"]): r for r in ratings}

@@ -19,16 +19,20 @@ from tunesmith.evaluate.analysis import references
 from tunesmith.inference.generate import generate_batched
 from tunesmith.evaluate.metrics import METRICS
 from tunesmith.evaluate.normalize import match_label
+from tunesmith.evaluate.stats import MIN_TEST_EXAMPLES, metric_interval
 from tunesmith.models.load import LoadedModel
 
 
 def group_metrics(rows: Sequence[dict[str, Any]], attribute: str, metric: str, task: str,
-                  min_ratio: float = 0.8) -> dict[str, Any]:
-    """The metric for each value of ``attribute`` (a metadata column) and the disparate-impact ratio.
+                  min_ratio: float = 0.8, min_count: int = MIN_TEST_EXAMPLES) -> dict[str, Any]:
+    """The metric for each value of ``attribute`` (a metadata column), with intervals, and the disparate-impact ratio.
+
+    The ratio is flagged only when both groups it compares hold at least ``min_count`` examples: a
+    group of a handful of rows makes any ratio (``too_small`` says so).
 
     Returns:
-        ``{"attribute", "metric", "groups": [{value, count, metric}], "ratio", "flagged", "missing"}``;
-        rows without the attribute are counted in ``missing``.
+        ``{"attribute", "metric", "groups": [{value, count, metric, low, high, method}], "ratio", "flagged",
+        "too_small", "missing"}``; rows without the attribute are counted in ``missing``.
     """
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     missing = 0
@@ -39,15 +43,19 @@ def group_metrics(rows: Sequence[dict[str, Any]], attribute: str, metric: str, t
         else:
             groups[str(value)].append(r)
     fn = METRICS[metric].fn
-    table = [{"value": v, "count": len(g),
-              "metric": fn([r["prediction"] for r in g], references(g, task))}
-             for v, g in sorted(groups.items())]
-    values = [g["metric"] for g in table]
-    ratio = None
-    if len(values) >= 2:  # every registered metric is higher-is-better; equal zeros count as parity
-        ratio = min(values) / max(values) if max(values) > 0 else 1.0
+    table = []
+    for v, g in sorted(groups.items()):
+        iv = metric_interval(metric, [r["prediction"] for r in g], references(g, task), min_count=min_count)
+        table.append({"value": v, "count": len(g), "metric": fn([r["prediction"] for r in g], references(g, task)),
+                      "low": iv.low, "high": iv.high, "method": iv.method})
+    ratio, too_small = None, False
+    if len(table) >= 2:  # every registered metric is higher-is-better; equal zeros count as parity
+        worst, best = min(table, key=lambda g: g["metric"]), max(table, key=lambda g: g["metric"])
+        ratio = worst["metric"] / best["metric"] if best["metric"] > 0 else 1.0
+        too_small = min(worst["count"], best["count"]) < min_count
     return {"attribute": attribute, "metric": metric, "groups": table, "ratio": ratio,
-            "flagged": ratio is not None and ratio < min_ratio, "min_ratio": min_ratio, "missing": missing}
+            "flagged": ratio is not None and ratio < min_ratio and not too_small, "too_small": too_small,
+            "min_ratio": min_ratio, "min_count": min_count, "missing": missing}
 
 
 def swap_terms(text: str, swaps: Sequence[Sequence[str]]) -> str:

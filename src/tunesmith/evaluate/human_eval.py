@@ -22,6 +22,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from tunesmith.data.io import read_jsonl, read_sheet, write_jsonl, write_sheet
 from tunesmith.errors import DataError
+from tunesmith.evaluate.stats import MIN_TEST_EXAMPLES, paired_shift
 
 #: Rubric criteria rated 1-5 unless the caller gives others.
 CRITERIA = ("correctness", "completeness", "tone", "adherence")
@@ -118,17 +119,39 @@ def read_ratings(sheets: list[Path], key_path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _mean_interval(values: list[float], seed: int, resamples: int = 1000) -> dict[str, float] | None:
+def _mean_interval(values: list[float], seed: int, resamples: int = 1000,
+                   min_count: int = MIN_TEST_EXAMPLES) -> dict[str, Any] | None:
+    """A mean score with its percentile bootstrap interval; under ``min_count`` ratings, the mean without one."""
     if not values:
         return None
     arr = np.asarray(values, float)
+    if len(arr) < min_count:
+        return {"value": float(arr.mean()), "low": None, "high": None, "n": len(arr), "method": "none"}
     idx = np.random.default_rng(seed).integers(0, len(arr), size=(resamples, len(arr)))
     low, high = np.percentile(arr[idx].mean(axis=1), [2.5, 97.5])
-    return {"value": float(arr.mean()), "low": float(low), "high": float(high), "n": len(arr)}
+    return {"value": float(arr.mean()), "low": float(low), "high": float(high), "n": len(arr), "method": "bootstrap"}
+
+
+def _win_rate(decided: list[str | None], seed: int) -> dict[str, Any] | None:
+    """The tuned win rate (ties half) with the sign test of "no preference" and the interval that test gives.
+
+    One procedure for both (:func:`~tunesmith.evaluate.stats.paired_shift` on the outcomes minus 0.5,
+    exact for up to 16 decided items), so the interval contains 0.5 exactly when the preference is
+    not significant, at any number of items.
+    """
+    if not decided:
+        return None
+    outcomes = np.array([1.0 if w == "tuned" else 0.0 if w == "baseline" else 0.5 for w in decided])
+    shift = paired_shift(outcomes - 0.5, seed=seed, bound=0.5)
+    return {"value": float(outcomes.mean()), "low": 0.5 + shift.diff.low, "high": 0.5 + shift.diff.high,
+            "n": len(outcomes), "p_value": shift.p_value, "test": shift.test, "method": "permutation"}
 
 
 def summarize(ratings: list[dict[str, Any]], criteria: list[str], seed: int = 0) -> dict[str, Any]:
     """Scores per system and criterion, the tuned win rate, and inter-rater agreement.
+
+    Mean scores get a bootstrap interval from :data:`~tunesmith.evaluate.stats.MIN_TEST_EXAMPLES` ratings
+    on (none below); the win rate the sign test's interval at any size.
 
     Returns:
         ``{"raters", "items", "scores": {system: {criterion: interval}}, "win_rate": {...}, "agreement": {...}}``.
@@ -140,10 +163,9 @@ def summarize(ratings: list[dict[str, Any]], criteria: list[str], seed: int = 0)
     decided = [r["winner"] for r in ratings if r["winner"] is not None]
     wins, losses, ties = decided.count("tuned"), decided.count("baseline"), decided.count("tie")
     # Win rate counts a tie as half a win, so that 0.5 means no preference.
-    win = _mean_interval([1.0 if w == "tuned" else 0.0 if w == "baseline" else 0.5 for w in decided], seed)
     raters = sorted({r["rater"] for r in ratings})
     return {"raters": raters, "items": len({r["item"] for r in ratings}), "scores": scores,
-            "win_rate": {"tuned_wins": wins, "baseline_wins": losses, "ties": ties, "rate": win},
+            "win_rate": {"tuned_wins": wins, "baseline_wins": losses, "ties": ties, "rate": _win_rate(decided, seed)},
             "agreement": agreement(ratings, raters, criteria)}
 
 

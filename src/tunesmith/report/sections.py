@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tunesmith.evaluate.intervals import Interval
 from tunesmith.report.schema import RunReport
 from tunesmith.report.per_task import per_task_table, shares_sentence
 
@@ -226,10 +227,18 @@ def _fairness(r: RunReport) -> list[Section]:
     blocks: list[Block] = []
     g = fair.get("groups")
     if g:
+        def span(x: dict[str, Any]) -> str | None:
+            if "method" not in x:
+                return None
+            return Interval(x["metric"], x.get("low"), x.get("high"), 0.95, x["method"]).span()
+
+        small = (f"; not flagged: a group it compares has fewer than {g.get('min_count')} test examples, too few to "
+                 "tell a real gap from noise") if g.get("too_small") else ""
         blocks += [Text(f"{g['metric']} by `{g['attribute']}` ({g['missing']} test examples without it):"),
-                   Table(["group", "examples", "metric"], [[x["value"], x["count"], x["metric"]] for x in g["groups"]]),
+                   Table(["group", "examples", "metric", "95% interval"],
+                         [[x["value"], x["count"], x["metric"], span(x)] for x in g["groups"]]),
                    Text(f"Disparate-impact ratio (worst group / best group): **{_fmt(g['ratio'])}**"
-                        + (f", below {g['min_ratio']:g}" if g["flagged"] else f" (threshold {g['min_ratio']:g})"),
+                        + (f", below {g['min_ratio']:g}" if g["flagged"] else f" (threshold {g['min_ratio']:g})") + small,
                         tone="warning" if g["flagged"] else "plain")]
     cf = fair.get("counterfactual")
     if cf:
@@ -245,10 +254,21 @@ def _human_and_judge(r: RunReport) -> list[Section]:
     if hr:
         win, agree = hr["win_rate"], hr["agreement"]
         rate = win["rate"]
-        fmt = lambda v: "–" if not v else f"{v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]"  # noqa: E731
+
+        def fmt(v: dict[str, Any] | None) -> str:
+            if not v:
+                return "–"
+            if v.get("low") is None:
+                return f"{v['value']:.2f} (n={v['n']}: too few for an interval)"
+            return f"{v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]"
+
+        verdict = ""
+        if rate and "p_value" in rate:
+            verdict = (f", p = {rate['p_value']:.3g} ({rate['test']}): "
+                       + ("a significant preference" if rate["p_value"] < 0.05 else "no significant preference"))
         blocks: list[Block] = [
             Text(f"Tuned wins {win['tuned_wins']}, baseline wins {win['baseline_wins']}, ties {win['ties']}"
-                 + (f"; win rate {rate['value']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}] (ties count half)."
+                 + (f"; win rate {fmt(rate)} (ties count half; 95% interval from the sign test{verdict})."
                     if rate else ".")),
             Table(["criterion (1-5)", "baseline", "tuned", "agreement"],
                   [[c, fmt(b), fmt(hr["scores"]["tuned"][c]), agree.get(c)] for c, b in hr["scores"]["baseline"].items()])]

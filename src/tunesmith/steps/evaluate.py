@@ -34,7 +34,8 @@ def fairness_report(lm: LoadedModel, splits: Splits, cfg: Config, tuned: EvalRes
     metric = cfg.objective.primary_metric if cfg.objective.primary_metric in METRICS else get_task(task).metrics[0]
     out: dict[str, Any] = {}
     if fc.attribute is not None:
-        out["groups"] = group_metrics(tuned.predictions, fc.attribute, metric, task, fc.min_ratio)
+        out["groups"] = group_metrics(tuned.predictions, fc.attribute, metric, task, fc.min_ratio,
+                                      min_count=cfg.eval.min_test_examples)
     if fc.counterfactual_swaps:
         examples = splits.test[: len(tuned.predictions)]
         out["counterfactual"] = counterfactual_probe(
