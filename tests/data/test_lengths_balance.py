@@ -20,10 +20,10 @@ def test_fast_lengths_equal_the_exact_encoding(tiny_tokenizer):
                 Example("c", "hi", "there", turns=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
                                                    {"role": "user", "content": "and?"}, {"role": "assistant", "content": "there"}]),
                 Example("d", "The quick brown", "fox jumps", plain=True)]
-    stats = token_lengths(tiny_tokenizer, examples, "Classify it.", 30)
+    stats = token_lengths(tiny_tokenizer, examples, "Classify it.", 64)
     exact = [len(encode_example(tiny_tokenizer, ex, "Classify it.", 10_000).input_ids) for ex in examples]
     assert stats.lengths == exact
-    assert stats.over == [i for i, n in enumerate(exact) if n > 30] and stats.over
+    assert stats.over == [i for i, n in enumerate(exact) if n > 64] and stats.over
 
 
 def test_plain_text_has_no_template_and_loss_everywhere(tiny_tokenizer):

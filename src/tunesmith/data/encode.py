@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from tunesmith.data.examples import Example
+from tunesmith.errors import DataError
 
 IGNORE_INDEX = -100
 
@@ -66,26 +68,80 @@ def render_completion_text(tokenizer: Any, example: Example, system_prompt: str 
     return full[len(prompt):]
 
 
+#: What stands where the middle of a shortened text was cut out.
+CUT_MARK = " … "
+#: A text is never shortened below this many of its own tokens to make room for a long answer.
+MIN_TEXT_TOKENS = 16
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def fit_prompt(tokenizer: Any, example: Example, system_prompt: str | None, budget: int) -> tuple[list[int], bool]:
+    """The prompt's token ids within ``budget``, shortening only the user's text: its middle is cut out.
+
+    The system message (for classification, the label list), the chat template and the ends of the
+    text (the opening of a document, the question after a QA passage) are kept. A plain-text
+    example keeps its first ``budget`` tokens.
+
+    Returns:
+        (token ids, whether the text was shortened).
+
+    Raises:
+        DataError: The prompt without any of the user's text (system message and template) is over ``budget``.
+    """
+    ids = _ids(tokenizer, render_prompt_text(tokenizer, example, system_prompt))
+    if len(ids) <= budget:
+        return ids, False
+    if example.plain:
+        return ids[:budget], True
+    if example.turns:  # a conversation gives up its earlier turns before the last message is shortened
+        return fit_prompt(tokenizer, dataclasses.replace(example, turns=None), system_prompt, budget)[0], True
+    text = _ids(tokenizer, example.prompt)
+    over = len(ids) - budget
+    for _ in range(4):  # re-rendering can move a token or two at the cut: tighten until it fits
+        keep = len(text) - over - len(_ids(tokenizer, CUT_MARK))
+        if keep <= 0:
+            fixed = len(ids) - len(text)
+            raise DataError(f"the prompt without the text (system message and chat template) takes {fixed} tokens, "
+                            f"over the {budget} available: raise model.max_seq_len", path=example.source or None,
+                            line=example.line or None if example.source else None)
+        head = (keep + 1) // 2
+        short = tokenizer.decode(text[:head]) + CUT_MARK + tokenizer.decode(text[len(text) - (keep - head):])
+        ids = _ids(tokenizer, render_prompt_text(tokenizer, dataclasses.replace(example, prompt=short), system_prompt))
+        if len(ids) <= budget:
+            return ids, True
+        over += len(ids) - budget
+    return ids[-budget:], True
+
+
 def encode_prompt(tokenizer: Any, example: Example, system_prompt: str | None, max_len: int) -> list[int]:
-    """Token ids of the prompt for generation, cut from the left to ``max_len``."""
-    ids = tokenizer(render_prompt_text(tokenizer, example, system_prompt), add_special_tokens=False)["input_ids"]
-    return ids[-max_len:]
+    """Token ids of the prompt for generation within ``max_len``: the user's text is shortened, never the
+    system message (:func:`fit_prompt`)."""
+    return fit_prompt(tokenizer, example, system_prompt, max_len)[0]
 
 
 def encode_example(tokenizer: Any, example: Example, system_prompt: str | None, max_len: int) -> Encoded:
     """Tokenise prompt and completion so that only the completion carries labels.
 
     Prompt and completion are tokenised separately and concatenated, so the prompt
-    tokens are exactly the ones generation sees at evaluation time.
+    tokens are exactly the ones generation sees at evaluation time. An example over ``max_len``
+    keeps its system message and template: the user's text is shortened in its middle (to a
+    floor of :data:`MIN_TEXT_TOKENS`), then the answer is cut from its end; a conversation drops
+    its oldest exchanges first.
 
     Args:
         tokenizer: A Hugging Face tokenizer with a chat template.
         example: The example.
         system_prompt: The task's system message (the example's own wins).
-        max_len: Longest sequence; the prompt is cut from the left first, then the completion from the right.
+        max_len: Longest sequence.
 
     Returns:
         The encoded example.
+
+    Raises:
+        DataError: The system message and template alone do not fit in ``max_len``.
     """
     if example.turns:
         multi = _encode_turns(tokenizer, _conversation(example, system_prompt), max_len)
@@ -96,13 +152,19 @@ def encode_example(tokenizer: Any, example: Example, system_prompt: str | None, 
         text = render_prompt_text(tokenizer, example, None) + render_completion_text(tokenizer, example, None)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         return Encoded(ids[:max_len], ids[:max_len], len(ids) > max_len)
-    prompt_ids = tokenizer(render_prompt_text(tokenizer, example, system_prompt), add_special_tokens=False)["input_ids"]
-    comp_ids = tokenizer(render_completion_text(tokenizer, example, system_prompt), add_special_tokens=False)["input_ids"]
+    prompt_ids = _ids(tokenizer, render_prompt_text(tokenizer, example, system_prompt))
+    comp_ids = _ids(tokenizer, render_completion_text(tokenizer, example, system_prompt))
     truncated = False
     if len(prompt_ids) + len(comp_ids) > max_len:
+        if example.turns:  # too long even as one rendering: the last exchange alone
+            return dataclasses.replace(encode_example(tokenizer, dataclasses.replace(example, turns=None),
+                                                      system_prompt, max_len), truncated=True)
         truncated = True
-        comp_ids = comp_ids[: max(1, max_len - min(len(prompt_ids), max_len // 2))]
-        prompt_ids = prompt_ids[-(max_len - len(comp_ids)):]
+        # The user's text gives way first (down to a floor); then the answer is cut from its end.
+        text_len = len(_ids(tokenizer, example.prompt))
+        floor = len(prompt_ids) - text_len + min(text_len, MIN_TEXT_TOKENS)
+        prompt_ids, _ = fit_prompt(tokenizer, example, system_prompt, max(max_len - len(comp_ids), min(floor, max_len - 1)))
+        comp_ids = comp_ids[: max(1, max_len - len(prompt_ids))]
     return Encoded(prompt_ids + comp_ids, [IGNORE_INDEX] * len(prompt_ids) + list(comp_ids), truncated)
 
 
@@ -111,9 +173,26 @@ def _encode_turns(tokenizer: Any, conversation: list[dict[str, str]], max_len: i
 
     The conversation is rendered turn by turn; each assistant answer is the text its
     rendering adds after the generation prompt. Returns None when the template does not
-    render conversations as growing prefixes (the caller then labels the last answer only).
-    Longer conversations keep their last ``max_len`` tokens.
+    render conversations as growing prefixes, or when even the last exchange alone is over
+    ``max_len`` (the caller then encodes the last exchange, shortening its text). A longer
+    conversation drops its oldest exchanges, never its system message.
     """
+    system = conversation[:1] if conversation and conversation[0]["role"] == "system" else []
+    rest = conversation[len(system):]
+    dropped = False
+    while True:
+        enc = _encode_turns_once(tokenizer, system + rest, max_len)
+        if enc is None:
+            return None
+        if len(enc.input_ids) <= max_len:
+            return Encoded(enc.input_ids, enc.labels, dropped)
+        answers = [i for i, m in enumerate(rest) if m["role"] == "assistant"]
+        if len(answers) < 2:
+            return None
+        rest, dropped = rest[answers[0] + 1:], True
+
+
+def _encode_turns_once(tokenizer: Any, conversation: list[dict[str, str]], max_len: int) -> Encoded | None:
     ids: list[int] = []
     labels: list[int] = []
     done = ""
@@ -124,13 +203,12 @@ def _encode_turns(tokenizer: Any, conversation: list[dict[str, str]], max_len: i
         full = tokenizer.apply_chat_template(conversation[: i + 1], tokenize=False)
         if not prompt.startswith(done) or not full.startswith(prompt):
             return None
-        context = tokenizer(prompt[len(done):], add_special_tokens=False)["input_ids"]
-        answer = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+        context = _ids(tokenizer, prompt[len(done):])
+        answer = _ids(tokenizer, full[len(prompt):])
         ids += context + answer
         labels += [IGNORE_INDEX] * len(context) + answer
         done = full
-    truncated = len(ids) > max_len
-    return Encoded(ids[-max_len:], labels[-max_len:], truncated)
+    return Encoded(ids, labels, len(ids) > max_len)
 
 
 def render_preview(tokenizer: Any, example: Example, system_prompt: str | None, max_len: int) -> dict[str, str]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tunesmith.data.encode import encode_example
+from tunesmith.data.encode import MIN_TEXT_TOKENS, encode_example
 from tunesmith.data.examples import Example
 from tunesmith.errors import DataError
 
@@ -128,6 +128,8 @@ def token_lengths(tokenizer: Any, examples: Sequence[Example], system_prompt: st
         counted = dict(zip(distinct, _count_tokens(tokenizer, distinct))) if distinct else {}
     ids = [counted[t] for t in texts]
     overhead: dict[str | None, int] = {}
+    own: dict[str | None, list[int]] = {}  # text + answer tokens, per system message
+    answers: dict[str | None, int] = {}
     pos = 0
     eos = 1 if tokenizer.eos_token else 0
     for i in flat:
@@ -139,11 +141,44 @@ def token_lengths(tokenizer: Any, examples: Sequence[Example], system_prompt: st
         if ex.system not in overhead:
             overhead[ex.system] = _template_overhead(tokenizer, ex.system, system_prompt)
         lengths[i] = overhead[ex.system] + ids[pos] + ids[pos + 1]
+        own.setdefault(ex.system, []).append(ids[pos] + ids[pos + 1])
+        answers[ex.system] = max(answers.get(ex.system, 0), ids[pos + 1])
         pos += 2
+    for system, fixed in overhead.items():
+        check_fixed_part(fixed, answers[system], own[system], max_seq_len, system is not None)
     for i, ex in enumerate(examples):
         if ex.turns:
             lengths[i] = len(encode_example(tokenizer, ex, system_prompt, 1 << 30).input_ids)
     return LengthStats(lengths, max_seq_len, [i for i, n in enumerate(lengths) if n > max_seq_len])
+
+
+def check_fixed_part(fixed: int, longest_answer: int, own: Sequence[int], max_seq_len: int,
+                     per_example: bool = False) -> None:
+    """Refuse, before any work, a limit that leaves no room for the examples' own text beside the instructions.
+
+    Truncation only ever shortens the user's text, so the system message and chat template must fit
+    with the longest answer and at least :data:`~tunesmith.data.encode.MIN_TEXT_TOKENS` of text.
+
+    Args:
+        fixed: Tokens of the template and system message (the label list, for classification).
+        longest_answer: The longest answer's tokens.
+        own: Each example's text and answer tokens (for the suggested limit).
+        max_seq_len: ``model.max_seq_len``.
+        per_example: The system message is an example's own, not the task's.
+
+    Raises:
+        DataError: It does not fit, with the smallest limit that would fit most examples whole.
+    """
+    if fixed + longest_answer + MIN_TEXT_TOKENS <= max_seq_len:
+        return
+    ordered = sorted(own)
+    typical = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))] if ordered else 0
+    suggest = -(-(fixed + max(typical, longest_answer + MIN_TEXT_TOKENS)) // 16) * 16
+    whose = "an example's own system message" if per_example else "the system prompt (for classification, the label list)"
+    raise DataError(f"{whose} and the chat template take {fixed} tokens, leaving {max(max_seq_len - fixed, 0)} of "
+                    f"model.max_seq_len {max_seq_len} for the text and the answer (the longest answer takes "
+                    f"{longest_answer}); truncation never cuts instructions, so raise model.max_seq_len to at least "
+                    f"{suggest} (9 in 10 examples then fit whole)")
 
 
 def too_long_message(examples: Sequence[Example], stats: LengthStats, split: str) -> str:
@@ -161,7 +196,8 @@ def apply_length_policy(examples: list[Example], stats: LengthStats, policy: str
     Args:
         examples: The examples measured by ``stats``.
         stats: Their lengths.
-        policy: ``truncate`` (keep; encoding cuts the prompt from the left), ``drop`` or ``fail``.
+        policy: ``truncate`` (keep; encoding shortens the user's text in its middle, never the system message),
+            ``drop`` or ``fail``.
         split: Name used in the error.
 
     Returns:

@@ -111,7 +111,7 @@ _DETECTORS: list[tuple[str, re.Pattern[str], Callable[[str], bool], Callable[[st
     ("CARD", re.compile(r"(?<![\d\-])\d(?:[ \-]?\d){12,18}(?![\d\-])"), _luhn, lambda t, d: d >= 13),
     ("SSN", re.compile(r"(?<![\d\-])\d{3}-\d{2}-\d{4}(?![\d\-])"), _ssn, lambda t, d: d >= 9 and "-" in t),
     # An address may end a sentence: a period after it is punctuation unless a digit follows.
-    ("IP", re.compile(r"(?<!\d)(?<!\d\.)(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)|(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])"), _ip,
+    ("IP", re.compile(r"(?<!\d)(?<!\d\.)(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)|(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w]|:[\w:])"), _ip,
      lambda t, d: (d >= 4 and t.count(".") >= 3) or t.count(":") >= 2),
     ("PHONE", re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{1,4}\)[\s.\-]?)?\d{1,4}(?:[\s.\-]?\d{2,4}){1,5}(?![\w])"),
      _phone, lambda t, d: d >= 7),

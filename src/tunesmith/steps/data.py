@@ -61,7 +61,9 @@ def print_data_summary(splits: Splits, folder: Path) -> None:
     for name, st in splits.lengths.items():
         if st.get("count"):
             console.print(f"  {name} tokens: median {st['p50']}, p99 {st['p99']}, max {st['max']}; "
-                          f"{st['over_max_seq_len']} over max_seq_len {st['max_seq_len']} ({st['policy']})")
+                          f"{st['over_max_seq_len']} over max_seq_len {st['max_seq_len']} ({st['policy']}"
+                          + (": their text is shortened in the middle, the instructions kept" if st["policy"] == "truncate"
+                             and st["over_max_seq_len"] else "") + ")")
     if splits.balance:
         b = splits.balance
         console.print(f"  class balance: imbalance ratio {b['imbalance_ratio']} ({b['strategy']}"
