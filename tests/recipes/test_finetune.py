@@ -67,10 +67,15 @@ def test_run_writes_every_artefact(finished_run):
     matrix = report["confusion"]["tuned"]
     assert sum(map(sum, matrix)) == report["data"]["test"] and len(matrix[0]) == len(report["data"]["labels"]) + 1
     page = run.report_html.read_text()
-    assert page.index("Verdict") < page.index("Baseline vs tuned") and page.count("data:image/png;base64,") == 2
+    assert page.index("Verdict") < page.index("Baseline vs tuned") and page.count("data:image/png;base64,") == 3
+    # answers decoded within the label set: every prediction a label, with its confidence and calibration
+    cal = report["calibration"]["tuned"]
+    assert cal["count"] == report["data"]["test"] and 0 <= cal["ece"] <= 1 and sum(b["count"] for b in cal["bins"]) == cal["count"]
+    assert (run.root / "calibration.png").is_file() and "calibration error" in md
     assert run.loss_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     preds = [json.loads(line) for line in (run.predictions / "tuned.jsonl").read_text().splitlines()]
     assert len(preds) == report["data"]["test"]
+    assert all(p["prediction"] in report["data"]["labels"] and 0 < p["confidence"] <= 1 for p in preds)
     assert {"input", "reference", "output"} <= set(preds[0])
     assert json.loads(run.status.read_text())["status"] == "completed"
 

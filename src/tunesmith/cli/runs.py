@@ -229,10 +229,14 @@ def predict(
         return
     console.print(f"{summary.rows_read} rows read ({summary.format}): {summary.answered} answered -> {summary.out}, "
                   f"{summary.set_aside} set aside" + (f" -> {summary.rejected}" if summary.set_aside else "")
-                  + f"; {summary.seconds:.1f} s", highlight=False)
+                  + f"; {summary.seconds:.1f} s", highlight=False, soft_wrap=True)
     if splits.labels and summary.unmatched:
-        console.print(f"{summary.unmatched} answers name none of the {len(splits.labels)} labels (empty prediction; "
-                      "the raw answer is in 'output')", highlight=False)
+        if summary.constrained:
+            console.print(f"answers decoded within the {len(splits.labels)} labels ('prediction', with 'confidence'); "
+                          f"{summary.unmatched} free answers named none of them ('output')", highlight=False)
+        else:
+            console.print(f"{summary.unmatched} answers name none of the {len(splits.labels)} labels (empty prediction; "
+                          "the raw answer is in 'output')", highlight=False)
 
 
 @app.command()

@@ -379,6 +379,10 @@ class EvalConfig(_Section):
     """Prompts generated together (left-padded, with the KV cache)."""
     max_examples: int | None = Field(None, gt=0)
     """Evaluate on at most this many test examples; None uses the whole test split."""
+    constrained: Literal["auto", "on", "off"] = "auto"
+    """Classification: decode within the label set (a token trie of the labels), so every answer is a label and
+    comes with its probability; the free answer is kept beside it. auto and on do it for classification runs
+    (not data.mix), off decodes freely and maps the answer onto a label."""
     baseline: bool = True
     """Evaluate the untuned base model on the same test split first."""
     show_examples: int = Field(3, ge=0)

@@ -11,6 +11,7 @@ from typing import Any
 from tunesmith.config import EvalConfig
 from tunesmith.data.encode import encode_example, encode_prompt
 from tunesmith.data.examples import Example
+from tunesmith.inference.constrained import constrained_answers, label_trie
 from tunesmith.inference.generate import generate_batched
 from tunesmith.evaluate.metrics import METRICS, compute_metrics
 from tunesmith.evaluate.normalize import match_label
@@ -42,6 +43,11 @@ class EvalResult:
     by_task: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
+def constrains(task: str, labels: Sequence[str] | None, tasks: dict[str, Any] | None, cfg: EvalConfig) -> bool:
+    """Whether answers are decoded within the label set (``eval.constrained``; not for a data.mix run)."""
+    return cfg.constrained != "off" and task == "classification" and bool(labels) and not tasks
+
+
 def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, system_prompt: str | None,
                    labels: list[str] | None, cfg: EvalConfig, max_seq_len: int, name: str,
                    tasks: dict[str, dict[str, Any]] | None = None) -> EvalResult:
@@ -60,14 +66,21 @@ def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, s
             its own task's type, against its own task's labels (see :mod:`tunesmith.evaluate.per_task`).
 
     Returns:
-        The metrics and per-example predictions.
+        The metrics and per-example predictions. With answers constrained to the labels
+        (:func:`constrains`), each row's ``prediction`` is the constrained label, with its
+        ``confidence`` and the free answer mapped onto the labels as ``unconstrained``.
     """
     start = time.perf_counter()
     examples = list(examples)[: cfg.max_examples] if cfg.max_examples else list(examples)
     prompts = [encode_prompt(lm.tokenizer, ex, system_prompt, max_seq_len) for ex in examples]
     outputs = generate_batched(lm, prompts, cfg.max_new_tokens, cfg.batch_size, label=f"eval {name}")
     kinds = [scoring(ex, task, labels, tasks) for ex in examples]
-    preds = [(match_label(o, labs or []) or "") if kind == "classification" else o for o, (kind, labs) in zip(outputs, kinds)]
+    free = [(match_label(o, labs or []) or "") if kind == "classification" else o for o, (kind, labs) in zip(outputs, kinds)]
+    preds, answers = list(free), None
+    if constrains(task, labels, tasks, cfg):
+        trie = label_trie(lm.tokenizer, labels or [], system_prompt)
+        answers = constrained_answers(lm, prompts, trie, cfg.batch_size, label=f"eval {name} (labels)")
+        preds = [a.label for a in answers]
     refs: list[Any] = [ex.label if kind == "classification" else ex.target for ex, (kind, _) in zip(examples, kinds)]
     metrics = compute_metrics(task, preds, refs)
     encoded = [encode_example(lm.tokenizer, ex, system_prompt, max_seq_len) for ex in examples]
@@ -75,7 +88,8 @@ def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, s
     metrics["loss"] = loss
     metrics["perplexity"] = math.exp(min(loss, 50))
     rows = []
-    for ex, out, pred, ref, (kind, _) in zip(examples, outputs, preds, refs, kinds):
+    for i, (ex, out, pred, ref, (kind, _)) in enumerate(zip(examples, outputs, preds, refs, kinds)):
+        extra = {} if answers is None else {"confidence": answers[i].probability, "unconstrained": free[i]}
         rows.append({
             "id": ex.id,
             "input": ex.prompt,
@@ -86,5 +100,6 @@ def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, s
             "prediction": pred,
             "score": METRICS[get_task(kind).example_score].fn([pred], [ref]),
             "task_type": kind,
+            **extra,
         })
     return EvalResult(name, metrics, rows, round(time.perf_counter() - start, 2), metrics_by_task(rows, tasks or {}))

@@ -28,6 +28,8 @@ from tunesmith.data.prepare import Splits
 from tunesmith.data.quality import clean_example, scrub_pii
 from tunesmith.errors import DataError, UserError
 from tunesmith.evaluate.normalize import match_label
+from tunesmith.evaluate.evaluator import constrains
+from tunesmith.inference.constrained import constrained_answers, label_trie
 from tunesmith.inference.generate import generate_batched
 from tunesmith.models.adapters import load_adapter
 from tunesmith.runs.folder import RunPaths
@@ -50,7 +52,9 @@ class PredictSummary:
         rejected: The set-aside rows' file (only written when there are some).
         format: The data format the rows were read as.
         seconds: Wall time.
-        unmatched: Classification only: answers that name no known label (their ``prediction`` is empty).
+        constrained: Classification answers were decoded within the label set (``eval.constrained``).
+        unmatched: Classification only: free answers that name no known label (with answers constrained to the
+            labels, ``prediction`` is still a label; else it is empty).
     """
 
     run_id: str
@@ -62,6 +66,7 @@ class PredictSummary:
     format: str
     seconds: float
     unmatched: int = 0
+    constrained: bool = False
 
 
 class _Writer:
@@ -162,21 +167,29 @@ def predict_file(run: RunPaths, cfg: Config, splits: Splits, path: Path, out: Pa
     writer = _Writer(out)
     unmatched = 0
     batch, tokens = batch_size or cfg.eval.batch_size, max_new_tokens or cfg.eval.max_new_tokens
+    # Classification answers as evaluation gave them: within the label set, with their probability.
+    trie = label_trie(lm.tokenizer, splits.labels or [], splits.system_prompt) if constrains(
+        cfg.objective.task, splits.labels, None, cfg.eval) else None
     try:
         with make_progress() as bar:
             task = bar.add_task("predict", total=len(usable), info="")
+            labels_task = bar.add_task("within the labels", total=len(usable), info="") if trie else task
             for at in range(0, len(usable), CHUNK):
                 chunk = usable[at: at + CHUNK]
                 prompts = [encode_prompt(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len) for _, ex in chunk]
                 outputs = generate_batched(lm, prompts, tokens, batch, progress=(bar, task))
+                answers = constrained_answers(lm, prompts, trie, batch, progress=(bar, labels_task)) if trie else None
                 rows = []
-                for (record, ex), output in zip(chunk, outputs):
-                    prediction = output
+                for k, ((record, ex), output) in enumerate(zip(chunk, outputs)):
+                    prediction, extra = output, {}
                     if splits.labels:
                         prediction = match_label(output, splits.labels) or ""
                         unmatched += not prediction
+                    if answers is not None:
+                        extra = {"unconstrained": prediction, "confidence": answers[k].probability}
+                        prediction = answers[k].label
                     rows.append({"id": ex.id, "line": record.line, **_input_fields(fmt, columns, record.row),
-                                 "prediction": prediction, "output": output})
+                                 "prediction": prediction, **extra, "output": output})
                 writer.write(rows)
     finally:
         writer.close()
@@ -187,7 +200,7 @@ def predict_file(run: RunPaths, cfg: Config, splits: Splits, path: Path, out: Pa
     elif rejected_path.exists():
         rejected_path.unlink()  # a stale file from an earlier call would contradict the counts
     return PredictSummary(run.id, len(records), len(usable), len(set_aside), str(out), str(rejected_path), fmt_name,
-                          round(time.perf_counter() - start, 2), unmatched)
+                          round(time.perf_counter() - start, 2), unmatched, trie is not None)
 
 
 def summary_dict(summary: PredictSummary) -> dict[str, Any]:

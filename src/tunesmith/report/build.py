@@ -6,6 +6,7 @@ from typing import Any
 
 from tunesmith.config import Config
 from tunesmith.evaluate.analysis import confusion, error_analysis, paired_comparisons, slice_breakdown, tuned_interval, verdict
+from tunesmith.evaluate.calibration import answer_agreement, calibration
 from tunesmith.evaluate.evaluator import EvalResult
 from tunesmith.evaluate.metrics import METRICS, higher_is_better
 from tunesmith.evaluate.per_task import per_task
@@ -23,6 +24,17 @@ def compare_metrics(baseline: dict[str, float] | None, tuned: dict[str, float]) 
         out[name] = {"baseline": b, "tuned": t, "abs_change": diff, "rel_change": rel,
                      "higher_is_better": higher_is_better(name)}
     return out
+
+
+def calibration_section(baseline: EvalResult | None, tuned: EvalResult) -> dict[str, Any] | None:
+    """Per model: calibration of the constrained answers' confidence, and how often the free answer differed."""
+    out = {}
+    for name, result in (("baseline", baseline), ("tuned", tuned)):
+        rows = [r for r in (result.predictions if result else []) if "confidence" in r]
+        if rows:
+            out[name] = {**calibration([r["confidence"] for r in rows], [r["score"] >= 1 for r in rows]),
+                         "agreement": answer_agreement(rows)}
+    return out or None
 
 
 def build_report(*, cfg: Config, run_id: str, model_info: dict[str, Any], data: dict[str, Any],
@@ -78,6 +90,7 @@ def build_report(*, cfg: Config, run_id: str, model_info: dict[str, Any], data: 
         "per_task": per_task(tasks, baseline.predictions if baseline else None, tuned.predictions, metric, **opts)
         if tasks else None,
         "errors": error_analysis(baseline.predictions if baseline else None, tuned.predictions),
+        "calibration": calibration_section(baseline, tuned),
         "confusion": None if not data.get("labels") else {
             "labels": data["labels"], **({"baseline": confusion(data["labels"], baseline.predictions)} if baseline else {}),
             "tuned": confusion(data["labels"], tuned.predictions)},

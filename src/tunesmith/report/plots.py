@@ -73,3 +73,32 @@ def plot_confusion(labels: Sequence[str], matrices: dict[str, Sequence[Sequence[
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def plot_calibration(calibration: dict[str, Any], out: Path) -> Path:
+    """Reliability diagrams: accuracy against confidence per bin, one panel per model, the diagonal for reference.
+
+    Args:
+        calibration: The report's ``calibration`` section (model name -> its bins and ECE).
+        out: The PNG to write.
+
+    Returns:
+        ``out``.
+    """
+    fig, axes = plt.subplots(1, len(calibration), figsize=(4.2 * len(calibration), 4), dpi=100, squeeze=False)
+    for ax, (name, cal) in zip(axes[0], calibration.items()):
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
+        bins = cal["bins"]
+        ax.bar([(b["low"] + b["high"]) / 2 for b in bins], [b["accuracy"] for b in bins],
+               width=[b["high"] - b["low"] for b in bins], edgecolor="black", alpha=0.7)
+        for b in bins:
+            ax.text((b["low"] + b["high"]) / 2, min(b["accuracy"] + 0.03, 0.97), str(b["count"]), ha="center", fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (probability of the chosen label)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{name}: ECE {cal['ece']:.3f} over {cal['count']}")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

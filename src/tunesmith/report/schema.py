@@ -5,7 +5,7 @@ Version 1 is what tunesmith wrote before the schema existed (no ``schema_version
 ``versions``); it has the same fields and loads as is. A report written by a newer tunesmith than
 this one is refused with a clear message rather than half-read. Version 3 adds how each interval
 was computed (``method``, and a paired comparison's ``test``, ``count`` and ``smallest_p``) and
-``min_test_examples``; earlier intervals were all bootstraps and load as such. Sections whose shape belongs to
+``min_test_examples`` and ``calibration``; earlier intervals were all bootstraps and load as such. Sections whose shape belongs to
 the module that computes them (slices, error analysis, fairness, forgetting, judge, human review)
 are kept as that module's JSON; the fields every reader relies on are typed.
 """
@@ -120,6 +120,9 @@ class RunReport(BaseModel):
     per_task: list[dict[str, Any]] | None = None
     errors: dict[str, Any] | None = None
     confusion: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    """Classification with answers constrained to the labels: per model, the expected calibration error, the
+    reliability diagram's bins and how often the free answer differed (:mod:`tunesmith.evaluate.calibration`)."""
     train: TrainSummary | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     fairness: dict[str, Any] | None = None

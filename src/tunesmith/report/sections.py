@@ -160,6 +160,23 @@ def _summary(r: RunReport) -> list[Section]:
     return [head, compare]
 
 
+def _calibration(r: RunReport) -> list[Section]:
+    cal = r.calibration
+    if not cal:
+        return []
+    rows = []
+    for name, c in cal.items():
+        agree = c.get("agreement") or {}
+        rows.append([name, c["count"], c["accuracy"], c["mean_confidence"], c["ece"],
+                     f"{agree.get('differ', 0)} of {agree.get('rows', 0)}" if agree else None])
+    return [Section("Answers within the label set, and how far their confidence can be trusted", [
+        Text("Answers are decoded within the label set, so each is a label, with the probability the model gives it "
+             "(renormalised over the labels' tokens). Calibrated, answers given with confidence 0.8 are right 80% of "
+             "the time; the expected calibration error (ECE) is the average gap over 10 confidence bins."),
+        Table(["model", "answers", "accuracy", "mean confidence", "ECE", "free answer differs"], rows),
+        Figure("calibration", "reliability diagrams")])]
+
+
 def _slices_and_tasks(r: RunReport) -> list[Section]:
     out = []
     sl = r.slices
@@ -375,7 +392,7 @@ def build_sections(report: RunReport, tuned_rows: Sequence[dict[str, Any]] = (),
         baseline_rows: The baseline's predictions (may be empty).
         n_examples: How many best and worst examples to show (0: none).
     """
-    sections = [*_summary(report), *_slices_and_tasks(report), *_errors(report), *_forgetting(report),
+    sections = [*_summary(report), *_calibration(report), *_slices_and_tasks(report), *_errors(report), *_forgetting(report),
                 *_fairness(report), *_human_and_judge(report), *_data(report), *_training(report),
                 *_examples(tuned_rows, baseline_rows, n_examples)]
     if report.versions:

@@ -35,6 +35,7 @@ class RunPaths:
     report_json = property(lambda self: self.root / "report.json")
     loss_plot = property(lambda self: self.root / "loss.png")
     confusion_plot = property(lambda self: self.root / "confusion.png")
+    calibration_plot = property(lambda self: self.root / "calibration.png")
     report_html = property(lambda self: self.root / "report.html")
     status = property(lambda self: self.root / STATUS_FILE)
     versions = property(lambda self: self.root / "versions.json")

@@ -13,7 +13,7 @@ from tunesmith.models.load import LoadedModel
 from tunesmith.report.build import build_report
 from tunesmith.report.html import render_html
 from tunesmith.report.markdown import render_markdown
-from tunesmith.report.plots import plot_confusion, plot_loss
+from tunesmith.report.plots import plot_calibration, plot_confusion, plot_loss
 from tunesmith.report.schema import RunReport, read_report, write_report_file
 from tunesmith.report.sections import build_sections
 from tunesmith.runs.folder import RunPaths
@@ -53,6 +53,8 @@ def write_report(run: RunPaths, cfg: Config, lm: LoadedModel, splits: Splits, ba
     if report.confusion:
         c = report.confusion
         plot_confusion(c["labels"], {k: v for k, v in c.items() if k != "labels"}, run.confusion_plot)
+    if report.calibration:
+        plot_calibration(report.calibration, run.calibration_plot)
     render_reports(run, report, tuned.predictions, baseline.predictions if baseline else [], cfg.eval.show_examples)
     return report
 
@@ -61,7 +63,7 @@ def render_reports(run: RunPaths, report: RunReport, tuned_rows: list[dict[str, 
                    baseline_rows: list[dict[str, Any]], n_examples: int) -> None:
     """Write ``report.md`` and ``report.html`` from the report's sections."""
     sections = build_sections(report, tuned_rows, baseline_rows, n_examples)
-    plots = {"confusion": run.confusion_plot, "loss": run.loss_plot}
+    plots = {"confusion": run.confusion_plot, "loss": run.loss_plot, "calibration": run.calibration_plot}
     run.report_md.write_text(render_markdown(sections, plots), encoding="utf-8")
     run.report_html.write_text(render_html(sections, plots), encoding="utf-8")
 
