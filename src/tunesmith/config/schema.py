@@ -287,6 +287,12 @@ class AdapterConfig(_Section):
     init_from: str | None = None
     """Start from an existing adapter instead of a fresh one: a run id, a run folder or an adapter
     folder of the same method (transfer learning)."""
+    head: Literal["generate", "classify"] = "generate"
+    """generate: the model answers in text (any task). classify (classification only): a linear head over
+    the last token's hidden state gives one probability per label in one forward pass, as
+    transformers' AutoModelForSequenceClassification does; the label list is then not needed in the
+    prompt, and the head is trained with the adapter and saved with it. The untuned baseline still
+    answers generatively, given the label list."""
 
 
 #: The parts of the CPU fast path for training (:mod:`tunesmith.fastpath`), by name.
@@ -503,6 +509,12 @@ class Config(_Section):
     """Evaluation."""
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     """Hyperparameter search (``tunesmith sweep``): search space, number of trials, pruning."""
+
+    @model_validator(mode="after")
+    def _head_fits_the_task(self) -> Config:
+        if self.adapter.head == "classify" and (self.objective.task != "classification" or self.data.mix is not None):
+            raise ValueError("adapter.head: classify needs objective.task: classification with one dataset (no data.mix)")
+        return self
 
 
 # --------------------------------------------------------------------------- loading

@@ -229,3 +229,16 @@ def render_preview(tokenizer: Any, example: Example, system_prompt: str | None, 
     if run:
         pieces.append(tokenizer.decode(run))
     return {"id": example.id, "text": tokenizer.decode(enc.input_ids), "loss_on": " … ".join(pieces)}
+
+
+def encode_for_head(tokenizer: Any, example: Example, system_prompt: str | None, max_len: int,
+                    label_index: int) -> Encoded:
+    """An example for a classification head: the prompt, one padding token, and the label's index as its label.
+
+    The loss reads the hidden state where the next token is predicted, so the label sits on the
+    position after the prompt's last token: the head sees the last prompt token, as
+    ``AutoModelForSequenceClassification`` reads the last token that is not padding at inference.
+    Everything else (batching, packing, shared prefixes) stays as for generated answers.
+    """
+    prompt_ids, truncated = fit_prompt(tokenizer, example, system_prompt, max_len - 1)
+    return Encoded(prompt_ids + [tokenizer.pad_token_id], [IGNORE_INDEX] * len(prompt_ids) + [label_index], truncated)

@@ -389,6 +389,8 @@ def _prepare_files(cfg: Config, base_dir: Path, require_test: bool, tokenizer: A
     if d.strict and rejected:
         raise DataError(_strict_message(rejected))
     template = d.system_prompt if d.system_prompt is not None else get_task(task).system_prompt
+    if cfg.adapter.head == "classify" and d.system_prompt is None:
+        template = None  # a classification head knows the labels: the prompt is the text alone
     system_prompt = None if FORMATS[fmt_name].plain else render_system_prompt(template, labels)
 
     lengths: dict[str, Any] = {}

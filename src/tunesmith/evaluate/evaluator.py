@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.config import EvalConfig
-from tunesmith.data.encode import encode_example, encode_prompt
+from tunesmith.data.encode import encode_example, encode_prompt, fit_prompt
 from tunesmith.data.examples import Example
+from tunesmith.inference.classify import classify_batched
 from tunesmith.inference.constrained import constrained_answers, label_trie
 from tunesmith.inference.generate import generate_batched
 from tunesmith.evaluate.metrics import METRICS, compute_metrics
@@ -103,3 +104,29 @@ def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, s
             **extra,
         })
     return EvalResult(name, metrics, rows, round(time.perf_counter() - start, 2), metrics_by_task(rows, tasks or {}))
+
+
+def evaluate_classifier(lm: LoadedModel, examples: Sequence[Example], *, labels: list[str], system_prompt: str | None,
+                        cfg: EvalConfig, max_seq_len: int, name: str) -> EvalResult:
+    """Evaluate a model with a classification head: one forward pass per batch, the most probable label.
+
+    Rows are as :func:`evaluate_model` writes them (``output`` and ``prediction`` are the label), with
+    ``confidence`` the chosen label's probability and ``probabilities`` every label's. ``loss`` is the
+    cross-entropy of the reference labels (not comparable with a generative model's token loss, so
+    no perplexity is given).
+    """
+    start = time.perf_counter()
+    examples = list(examples)[: cfg.max_examples] if cfg.max_examples else list(examples)
+    prompts = [fit_prompt(lm.tokenizer, ex, system_prompt, max_seq_len - 1)[0] for ex in examples]
+    probs = classify_batched(lm, prompts, cfg.batch_size, label=f"eval {name}")
+    preds = [labels[max(range(len(p)), key=p.__getitem__)] for p in probs]
+    refs = [ex.label for ex in examples]
+    metrics = compute_metrics("classification", preds, refs)
+    index = {lab: i for i, lab in enumerate(labels)}
+    metrics["loss"] = -sum(math.log(max(p[index[r]], 1e-12)) for p, r in zip(probs, refs) if r in index) / max(len(refs), 1)
+    rows = []
+    for ex, p, pred in zip(examples, probs, preds):
+        rows.append({"id": ex.id, "input": ex.prompt, "reference": ex.target, "label": ex.label, "meta": ex.meta,
+                     "output": pred, "prediction": pred, "score": float(pred == ex.label), "task_type": "classification",
+                     "confidence": max(p), "probabilities": dict(zip(labels, (round(x, 6) for x in p)))})
+    return EvalResult(name, metrics, rows, round(time.perf_counter() - start, 2))

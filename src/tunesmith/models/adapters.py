@@ -104,9 +104,14 @@ def _peft(make: Callable[[AdapterConfig, Any, BuildContext], PeftConfig]) -> Cal
     return build
 
 
+def task_type(cfg: AdapterConfig) -> str:
+    """PEFT's task type: a causal LM, or sequence classification (its head is then trained and saved with the adapter)."""
+    return "SEQ_CLS" if cfg.head == "classify" else "CAUSAL_LM"
+
+
 def _lora_config(cfg: AdapterConfig, **extra: Any) -> LoraConfig:
     return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules,
-                      task_type="CAUSAL_LM", bias="none", **extra)
+                      task_type=task_type(cfg), bias="none", **extra)
 
 
 register_method(Method("lora", "Low-rank update on every targeted linear layer (Hu et al. 2021).", NoOptions,
@@ -128,7 +133,7 @@ class IA3Options(NoOptions):
 
 register_method(Method(
     "ia3", "Learned rescaling vectors on keys, values and feed-forward activations (Liu et al. 2022).", IA3Options,
-    _peft(lambda cfg, o, ctx: IA3Config(task_type="CAUSAL_LM", target_modules=o.target_modules,
+    _peft(lambda cfg, o, ctx: IA3Config(task_type=task_type(cfg), target_modules=o.target_modules,
                                         feedforward_modules=o.feedforward_modules)),
     default_lr=3e-3))
 
@@ -160,7 +165,7 @@ def _adalora_config(cfg: AdapterConfig, o: AdaLoraOptions, ctx: BuildContext) ->
     tinit, tfinal = int(o.tinit_ratio * total), int(o.tfinal_ratio * total)
     if total - tinit - tfinal <= 0:
         raise ConfigError("adapter.options: AdaLoRA needs steps between tinit_ratio and tfinal_ratio; lower them")
-    return AdaLoraConfig(task_type="CAUSAL_LM", init_r=o.init_r, target_r=cfg.r, tinit=tinit,
+    return AdaLoraConfig(task_type=task_type(cfg), init_r=o.init_r, target_r=cfg.r, tinit=tinit,
                          tfinal=tfinal, deltaT=o.delta_t, total_step=total, lora_alpha=cfg.alpha,
                          lora_dropout=cfg.dropout, target_modules=cfg.target_modules, orth_reg_weight=o.orth_reg_weight)
 
@@ -270,8 +275,11 @@ def _freeze_build(model: Any, cfg: AdapterConfig, o: FreezeOptions, ctx: BuildCo
         raise ConfigError(f"adapter.options.trainable_blocks: the model has only {len(blocks)} blocks")
     for block in blocks[-o.trainable_blocks:]:
         block.requires_grad_(True)
+    classifier = getattr(model, "score", None)
+    if classifier is not None:  # a classification head is new: it always trains
+        classifier.requires_grad_(True)
     if o.train_head:
-        model.get_output_embeddings().requires_grad_(True)
+        (model.get_output_embeddings() or classifier).requires_grad_(True)
         backbone = getattr(model, model.base_model_prefix, None)
         norm = getattr(backbone, "norm", None) or getattr(backbone, "ln_f", None)
         if norm is not None:
@@ -328,6 +336,9 @@ def check_adapter(cfg: AdapterConfig, cuda_available: bool | None = None) -> Met
     options = method_options(cfg)
     if method.check is not None:
         method.check(cfg, options)
+    if cfg.head == "classify" and cfg.method in ("prefix", "prompt"):
+        raise ConfigError(f"adapter.head: classify trains a head beside the adapter; adapter.method {cfg.method} adds "
+                          "virtual tokens instead: use lora, dora, rslora, ia3, adalora, freeze or full")
     has_cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
     if method.needs_cuda and not has_cuda:
         raise ConfigError(

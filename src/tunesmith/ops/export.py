@@ -64,6 +64,11 @@ def model_card(report: RunReport | None, run: RunPaths, cfg: Config, method: str
     lines = [f"# {cfg.project.name}: {cfg.objective.task} {kind} from tunesmith run {run.id}", "", f"This is {how}.", ""]
     if adapter_only and note:
         lines += [note, ""]
+    if cfg.adapter.head == "classify":
+        lines += ["A classification head over the labels reads the last token of the prompt: load it with "
+                  "`AutoModelForSequenceClassification`" + (" (with the adapter: `PeftModel.from_pretrained`)" if adapter_only
+                                                             else "") + "; `config.id2label` names the labels, and the "
+                  "softmax of the logits gives each label's probability.", ""]
     if system_prompt:
         lines += ["The chat template puts the run's system prompt first when a conversation has none, so",
                   "`tokenizer.apply_chat_template([{'role': 'user', 'content': ...}], add_generation_prompt=True)`",
@@ -121,11 +126,13 @@ def export_merged(run: RunPaths, cfg: Config, out: Path) -> dict[str, Any]:
     source = find_adapter(str(run.root), cfg.project.runs_dir)
     method = saved_method(source)
     splits = Splits.load(run.data)
-    lm = load_base_model(base_path(cfg), "fp32", cfg.model.trust_remote_code)
+    head = splits.labels if cfg.adapter.head == "classify" else None
+    lm = load_base_model(base_path(cfg), "fp32", cfg.model.trust_remote_code, labels=head)
     with console.status(f"Merging the {method} adapter of run {run.id}"):
         merged = merge_adapter(load_adapter(lm.model, source), method)
         out.mkdir(parents=True, exist_ok=True)
-        _greedy(merged.generation_config, cfg)
+        if getattr(merged, "generation_config", None) is not None and head is None:
+            _greedy(merged.generation_config, cfg)
         merged.save_pretrained(out, safe_serialization=True)
         _prepare_tokenizer(lm.tokenizer, splits.system_prompt).save_pretrained(out)
     (out / "README.md").write_text(model_card(read_report_if_any(run.report_json), run, cfg, method,

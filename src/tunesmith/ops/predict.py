@@ -31,9 +31,10 @@ from tunesmith.evaluate.normalize import match_label
 from tunesmith.evaluate.evaluator import constrains
 from tunesmith.inference.constrained import constrained_answers, label_trie
 from tunesmith.inference.generate import generate_batched
-from tunesmith.models.adapters import load_adapter
+from tunesmith.inference.classify import classify_batched
+from tunesmith.models.load import is_classifier
 from tunesmith.runs.folder import RunPaths
-from tunesmith.steps.model import find_adapter, load_model
+from tunesmith.steps.model import load_tuned
 
 #: Rows answered and written per chunk (each chunk is flushed to disk before the next is read).
 CHUNK = 256
@@ -162,13 +163,13 @@ def predict_file(run: RunPaths, cfg: Config, splits: Splits, path: Path, out: Pa
             continue
         usable.append((record, kept[0]))
 
-    lm = load_model(cfg)
-    lm.model = load_adapter(lm.model, find_adapter(str(run.root), cfg.project.runs_dir))
+    lm = load_tuned(cfg, run, splits.labels)
+    head = is_classifier(lm.model)
     writer = _Writer(out)
     unmatched = 0
     batch, tokens = batch_size or cfg.eval.batch_size, max_new_tokens or cfg.eval.max_new_tokens
     # Classification answers as evaluation gave them: within the label set, with their probability.
-    trie = label_trie(lm.tokenizer, splits.labels or [], splits.system_prompt) if constrains(
+    trie = label_trie(lm.tokenizer, splits.labels or [], splits.system_prompt) if not head and constrains(
         cfg.objective.task, splits.labels, None, cfg.eval) else None
     try:
         with make_progress() as bar:
@@ -177,6 +178,15 @@ def predict_file(run: RunPaths, cfg: Config, splits: Splits, path: Path, out: Pa
             for at in range(0, len(usable), CHUNK):
                 chunk = usable[at: at + CHUNK]
                 prompts = [encode_prompt(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len) for _, ex in chunk]
+                if head:  # one forward pass: the most probable label and every label's probability
+                    rows = []
+                    for (record, ex), probs in zip(chunk, classify_batched(lm, prompts, batch, progress=(bar, task))):
+                        best = max(range(len(probs)), key=probs.__getitem__)
+                        rows.append({"id": ex.id, "line": record.line, **_input_fields(fmt, columns, record.row),
+                                     "prediction": (splits.labels or [])[best], "confidence": probs[best],
+                                     "probabilities": dict(zip(splits.labels or [], (round(p, 6) for p in probs)))})
+                    writer.write(rows)
+                    continue
                 outputs = generate_batched(lm, prompts, tokens, batch, progress=(bar, task))
                 answers = constrained_answers(lm, prompts, trie, batch, progress=(bar, labels_task)) if trie else None
                 rows = []
@@ -200,7 +210,7 @@ def predict_file(run: RunPaths, cfg: Config, splits: Splits, path: Path, out: Pa
     elif rejected_path.exists():
         rejected_path.unlink()  # a stale file from an earlier call would contradict the counts
     return PredictSummary(run.id, len(records), len(usable), len(set_aside), str(out), str(rejected_path), fmt_name,
-                          round(time.perf_counter() - start, 2), unmatched, trie is not None)
+                          round(time.perf_counter() - start, 2), unmatched, trie is not None or head)
 
 
 def summary_dict(summary: PredictSummary) -> dict[str, Any]:

@@ -7,12 +7,11 @@ from pathlib import Path
 from tunesmith.config import Config, load_config
 from tunesmith.data.prepare import Splits
 from tunesmith.evaluate.evaluator import EvalResult
-from tunesmith.models.adapters import load_adapter
 from tunesmith.runs.folder import RunPaths
 from tunesmith.runs.store import find_known_run
 from tunesmith.steps.data import base_path, prepare_data
 from tunesmith.steps.evaluate import evaluate_split
-from tunesmith.steps.model import find_adapter, load_model, preflight
+from tunesmith.steps.model import load_model, load_tuned, preflight
 
 
 def load_run(ref: str, runs_dir: Path) -> tuple[RunPaths, Config, Splits]:
@@ -28,9 +27,7 @@ def evaluate_run(run: RunPaths, cfg: Config, splits: Splits, *, base: bool) -> E
     Raises:
         UserError: The run has no saved adapter.
     """
-    lm = load_model(cfg)
-    if not base:
-        lm.model = load_adapter(lm.model, find_adapter(str(run.root), cfg.project.runs_dir))
+    lm = load_model(cfg) if base else load_tuned(cfg, run, splits.labels)
     return evaluate_split(lm, splits, cfg, "base" if base else "tuned")
 
 

@@ -128,7 +128,7 @@ def _before_training(lm: LoadedModel, splits: Splits, cfg: Config, run: RunPaths
                      timings: dict[str, float]) -> tuple[dict[str, Any] | None, EvalResult | None]:
     """The untuned model's general-skill check and baseline evaluation (kept for a resumed run)."""
     general_before = baseline = None
-    if cfg.eval.forgetting.enabled:
+    if cfg.eval.forgetting.enabled and cfg.adapter.head == "generate":  # a head model no longer generates text
         with _timed(timings, "general before"):
             general_before = _stage(run, "general before", lambda: general_check(lm, cfg))
     if cfg.eval.baseline:
@@ -201,6 +201,9 @@ def run_pipeline(cfg: Config, base_dir: Path, *, on_eval: Callable[[int, float],
         with _timed(timings, "load model"):
             lm = load_model(cfg, path)
         general_before, baseline = _before_training(lm, splits, cfg, run, timings) if main else (None, None)
+        if cfg.adapter.head == "classify":  # the baseline answered generatively; the head trains on the same backbone
+            with _timed(timings, "load model with head"):
+                lm = load_model(cfg, path, labels=splits.labels)
         with _timed(timings, "train"):
             resumable = resume is not None and latest_checkpoint(run.checkpoints) is not None
             result = train_model(lm, splits, cfg, run, resume=resumable, on_eval=on_eval, on_log=trackers.hook(on_log))

@@ -10,10 +10,10 @@ from tunesmith.console import console
 from tunesmith.errors import UserError
 from tunesmith.evaluate.metrics import check_metric
 from tunesmith.inference.clients import Generator, LocalGenerator, OpenAIGenerator
-from tunesmith.models.adapters import check_adapter, get_method, has_adapter, method_options
+from tunesmith.models.adapters import check_adapter, get_method, has_adapter, load_adapter, method_options
 from tunesmith.models.load import LoadedModel, load_base_model
 from tunesmith.models.resolve import resolve_base
-from tunesmith.runs.folder import find_run
+from tunesmith.runs.folder import RunPaths, find_run
 from tunesmith.steps.data import base_path
 from tunesmith.tracking import check_trackers
 
@@ -30,15 +30,27 @@ def preflight(cfg: Config) -> None:
     check_trackers(cfg.train)
 
 
-def load_model(cfg: Config, path: Path | None = None) -> LoadedModel:
-    """Load the base model from ``path``, or resolve ``model.base`` first."""
+def load_model(cfg: Config, path: Path | None = None, labels: list[str] | None = None) -> LoadedModel:
+    """Load the base model from ``path``, or resolve ``model.base`` first; with ``labels``, with a classification head."""
     path = path or base_path(cfg)
     method = get_method(cfg.adapter.method)
     extra = method.load_kwargs(method_options(cfg.adapter)) if method.load_kwargs else None
     with console.status(f"Loading base model {cfg.model.base}"):
-        lm = load_base_model(path, cfg.model.precision, cfg.model.trust_remote_code, load_kwargs=extra)
+        lm = load_base_model(path, cfg.model.precision, cfg.model.trust_remote_code, load_kwargs=extra, labels=labels)
     dtype = "bf16 autocast" if lm.autocast_dtype is not None else "fp32"
     console.print(f"Base model {cfg.model.base} loaded from {path} on {lm.device.type} ({dtype})")
+    return lm
+
+
+def load_tuned(cfg: Config, run: RunPaths, labels: list[str] | None) -> LoadedModel:
+    """The run's tuned model: the base (with a classification head for a head run) and the run's saved adapter.
+
+    Raises:
+        UserError: The run has no saved adapter.
+    """
+    source = find_adapter(str(run.root), cfg.project.runs_dir)
+    lm = load_model(cfg, labels=labels if cfg.adapter.head == "classify" else None)
+    lm.model = load_adapter(lm.model, source)
     return lm
 
 

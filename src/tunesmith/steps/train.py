@@ -10,7 +10,8 @@ import torch
 
 from tunesmith.config import Config
 from tunesmith.console import console
-from tunesmith.data.encode import encode_example
+from tunesmith.data.encode import Encoded, encode_example, encode_for_head
+from tunesmith.data.examples import Example
 from tunesmith.data.prepare import Splits
 from tunesmith.models.adapters import BuildContext, apply_adapter, get_method, init_from_adapter, save_adapter
 from tunesmith.models.load import LoadedModel
@@ -38,9 +39,16 @@ def train_model(lm: LoadedModel, splits: Splits, cfg: Config, run: RunPaths, *, 
     """
     method = get_method(cfg.adapter.method)
     weights = splits.class_weights or {}
-    enc = [replace(encode_example(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len),
-                   weight=weights.get(ex.label or "", 1.0)) for ex in splits.train]
-    val = [encode_example(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len) for ex in splits.validation]
+    if cfg.adapter.head == "classify":
+        index = {lab: i for i, lab in enumerate(splits.labels or [])}
+
+        def encode(ex: Example) -> Encoded:
+            return encode_for_head(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len, index[ex.label])
+    else:
+        def encode(ex: Example) -> Encoded:
+            return encode_example(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len)
+    enc = [replace(encode(ex), weight=weights.get(ex.label or "", 1.0)) for ex in splits.train]
+    val = [encode(ex) for ex in splits.validation]
     total, _ = plan_steps(len(enc), cfg.train, world_size())
     torch.manual_seed(cfg.project.seed)
     lm.model = apply_adapter(lm.model, cfg.adapter, BuildContext(total_steps=total, model_path=lm.path))

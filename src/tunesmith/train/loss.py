@@ -18,8 +18,10 @@ from tunesmith.train.batching import collate, padded_length, sequential_batches
 
 
 def _split_model(model: Any) -> tuple[Any, Any]:
+    """The backbone and the head: the language-model head, or a classification head (``score``) over the labels."""
     base = model.get_base_model() if isinstance(model, PeftModel) else model
-    return getattr(base, base.base_model_prefix), base.get_output_embeddings()
+    head = base.get_output_embeddings()
+    return getattr(base, base.base_model_prefix), head if head is not None else base.score
 
 
 #: The selected positions go through the head in a count rounded up to a multiple of this, so the
