@@ -109,12 +109,12 @@ def test_data_check_reports_where_every_row_went(tmp_path, tiny_model_dir):
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"text": broken\n')
     res = runner.invoke(app, ["data", "check", str(path), "--out", str(tmp_path / "rep"), "--json",
-                              "--set", f"model.base={tiny_model_dir}", "--set", "model.max_seq_len=40"])
+                              "--set", f"model.base={tiny_model_dir}", "--set", "model.max_seq_len=80"])
     assert res.exit_code == 0, res.output
     s = json.loads(res.stdout)
     assert s["rows_read"] == 14 and s["adds_up"]
     assert s["format"] == "text_label" and s["columns"] == {"text": "text", "label": "label"}
-    # measured with the model's tokenizer; the long card question is over 40 tokens and truncated (the default)
+    # measured with the model's tokenizer; the long card question is over 80 tokens and truncated (the default)
     assert s["tokens"]["train"]["count"] == s["splits"]["train"] and s["tokens"]["train"]["policy"] == "truncate"
     assert sum(t["over_max_seq_len"] for t in s["tokens"].values()) >= 1
     assert "<|im_start|>" in s["preview"]["text"] and s["preview"]["loss_on"].startswith(s["preview"]["loss_on"].strip())
@@ -125,7 +125,7 @@ def test_data_check_reports_where_every_row_went(tmp_path, tiny_model_dir):
     assert {"rows_kept", "removed", "conflicts", "leakage"} <= set(s)
     # The same check as a person reads it: where every row went, and where the report is.
     res = runner.invoke(app, ["data", "check", str(path), "--out", str(tmp_path / "rep"),
-                              "--set", f"model.base={tiny_model_dir}", "--set", "model.max_seq_len=40"])
+                              "--set", f"model.base={tiny_model_dir}", "--set", "model.max_seq_len=80"])
     assert res.exit_code == 0, res.output
     assert "14 rows read" in res.output and "set aside 1: malformed JSON" in res.output
     assert "Report: " in res.output and "data_report.html" in res.output
