@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 
 import torch
 from rich.progress import Progress, TaskID
 
-from tunesmith.console import make_progress
+from tunesmith.inference.generate import left_padded, progress_task
 from tunesmith.models.load import LoadedModel
 from tunesmith.train.batching import sequential_batches
 
@@ -31,15 +30,9 @@ def classify_batched(lm: LoadedModel, prompts: Sequence[list[int]], batch_size: 
     pad = lm.tokenizer.pad_token_id
     out: list[list[float]] = [[] for _ in prompts]
     lm.model.eval()
-    with nullcontext(progress[0]) if progress else make_progress() as bar:
-        task = progress[1] if progress else bar.add_task(label, total=len(prompts), info="")
+    with progress_task(progress, label, len(prompts)) as (bar, task):
         for idx in sequential_batches([len(p) for p in prompts], batch_size):
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]):] = 1
+            ids, mask = left_padded(prompts, idx, pad)
             with lm.autocast():
                 logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits
             probs = torch.softmax(logits.float(), dim=-1).cpu()

@@ -12,15 +12,14 @@ what monitoring can use to estimate accuracy without labels).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 from rich.progress import Progress, TaskID
 
-from tunesmith.console import make_progress
 from tunesmith.data.encode import render_completion_text
 from tunesmith.data.examples import Example
+from tunesmith.inference.generate import left_padded, progress_task
 from tunesmith.models.load import LoadedModel
 from tunesmith.train.batching import sequential_batches
 
@@ -105,15 +104,10 @@ def constrained_answers(lm: LoadedModel, prompts: Sequence[list[int]], trie: Lab
     pad = tok.pad_token_id
     out: list[ConstrainedAnswer | None] = [None] * len(prompts)
     model.eval()
-    with nullcontext(progress[0]) if progress else make_progress() as bar:
-        task = progress[1] if progress else bar.add_task(label, total=len(prompts), info="")
+    with progress_task(progress, label, len(prompts)) as (bar, task):
         for idx in sequential_batches([len(p) for p in prompts], batch_size):
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]):] = 1
+            ids, mask = left_padded(prompts, idx, pad)
+            width = ids.shape[1]
 
             def allowed(_: int, sequence: torch.Tensor) -> list[int]:
                 return trie.children.get(tuple(sequence[width:].tolist()), [trie.end])

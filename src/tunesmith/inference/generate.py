@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from rich.progress import Progress, TaskID
 
 from tunesmith.models.load import LoadedModel
 from tunesmith.console import make_progress
+
+
+def left_padded(prompts: Sequence[list[int]], idx: Sequence[int], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts ``idx`` as one left-padded batch (every row ends where its answer begins) and its attention mask."""
+    width = max(len(prompts[i]) for i in idx)
+    ids = torch.full((len(idx), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(idx), width), dtype=torch.long)
+    for row, i in enumerate(idx):
+        ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+        mask[row, width - len(prompts[i]):] = 1
+    return ids, mask
+
+
+@contextmanager
+def progress_task(progress: tuple[Progress, TaskID] | None, label: str, total: int) -> Iterator[tuple[Progress, TaskID]]:
+    """A caller's progress bar and task, or a bar of its own for ``total`` items."""
+    if progress is not None:
+        yield progress
+        return
+    with make_progress() as bar:
+        yield bar, bar.add_task(label, total=total, info="")
 
 
 @torch.no_grad()
@@ -43,17 +64,11 @@ def generate_batched(lm: LoadedModel, prompts: Sequence[list[int]], max_new_toke
         {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     if temperature > 0:
         torch.manual_seed(seed)
-    with nullcontext(progress[0]) if progress else make_progress() as bar:
-        task = progress[1] if progress else bar.add_task(label, total=len(prompts), info="")
+    with progress_task(progress, label, len(prompts)) as (bar, task):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                p = prompts[i]
-                ids[row, width - len(p):] = torch.tensor(p)
-                mask[row, width - len(p):] = 1
+            ids, mask = left_padded(prompts, idx, pad)
+            width = ids.shape[1]
             with lm.autocast():
                 out = model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
                                      max_new_tokens=max_new_tokens, use_cache=True,
