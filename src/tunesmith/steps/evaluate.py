@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from tunesmith.config import Config
-from tunesmith.data.prepare import Splits
+from tunesmith.data.prepare import Splits, render_system_prompt
 from tunesmith.evaluate.evaluator import EvalResult, evaluate_classifier, evaluate_model
 from tunesmith.evaluate.fairness import counterfactual_probe, group_metrics
 from tunesmith.evaluate.forgetting import measure_general
 from tunesmith.evaluate.metrics import METRICS
-from tunesmith.data.prepare import render_system_prompt
 from tunesmith.models.load import LoadedModel, is_classifier
 from tunesmith.tasks import get_task
 
