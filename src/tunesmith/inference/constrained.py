@@ -11,6 +11,7 @@ what monitoring can use to estimate accuracy without labels).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from rich.progress import Progress, TaskID
 
 from tunesmith.data.encode import render_completion_text
 from tunesmith.data.examples import Example
-from tunesmith.inference.generate import left_padded, progress_task
+from tunesmith.inference.generate import PrefixCache, batch_inputs, progress_task
 from tunesmith.models.load import LoadedModel
 from tunesmith.train.batching import sequential_batches
 
@@ -86,7 +87,8 @@ class ConstrainedAnswer:
 
 @torch.no_grad()
 def constrained_answers(lm: LoadedModel, prompts: Sequence[list[int]], trie: LabelTrie, batch_size: int,
-                        label: str = "labels", progress: tuple[Progress, TaskID] | None = None) -> list[ConstrainedAnswer]:
+                        label: str = "labels", progress: tuple[Progress, TaskID] | None = None,
+                        prefix_cache: bool = True) -> list[ConstrainedAnswer]:
     """Greedy decoding of each prompt within the label trie: a label per prompt, with its probability.
 
     Args:
@@ -96,6 +98,7 @@ def constrained_answers(lm: LoadedModel, prompts: Sequence[list[int]], trie: Lab
         batch_size: Prompts decoded together (left-padded).
         label: Progress-bar description.
         progress: A caller's progress bar and task to advance; None shows its own.
+        prefix_cache: Compute the prompts' shared opening once (the answers are the same).
 
     Returns:
         One answer per prompt, in order.
@@ -104,9 +107,11 @@ def constrained_answers(lm: LoadedModel, prompts: Sequence[list[int]], trie: Lab
     pad = tok.pad_token_id
     out: list[ConstrainedAnswer | None] = [None] * len(prompts)
     model.eval()
-    with progress_task(progress, label, len(prompts)) as (bar, task):
+    cached = PrefixCache.for_prompts(lm, prompts) if prefix_cache else None
+    with progress_task(progress, label, len(prompts)) as (bar, task), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # past_key_values, as transformers 4 and 5 both take it
         for idx in sequential_batches([len(p) for p in prompts], batch_size):
-            ids, mask = left_padded(prompts, idx, pad)
+            ids, mask, extra = batch_inputs(prompts, idx, pad, cached)
             width = ids.shape[1]
 
             def allowed(_: int, sequence: torch.Tensor) -> list[int]:
@@ -116,7 +121,8 @@ def constrained_answers(lm: LoadedModel, prompts: Sequence[list[int]], trie: Lab
                 result = model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
                                         max_new_tokens=trie.depth, prefix_allowed_tokens_fn=allowed, do_sample=False,
                                         temperature=None, top_p=None, top_k=None, pad_token_id=pad,
-                                        eos_token_id=trie.end, output_scores=True, return_dict_in_generate=True)
+                                        eos_token_id=trie.end, output_scores=True, return_dict_in_generate=True,
+                                        **extra)
             generated = result.sequences[:, width:]
             logp = torch.stack([torch.log_softmax(s.float(), dim=-1) for s in result.scores], dim=1)  # rows, steps, vocab
             for row, i in enumerate(idx):
