@@ -5,7 +5,9 @@ every prompt opens with the same system prompt listing all labels (about 650 tok
 model's tokenizer), then the message. The same rows are answered twice in one process, greedily and
 within the label set as ``tunesmith`` evaluates classification: (a) every row prefills the whole
 prompt; (b) the shared opening is computed once (``PrefixCache``) and rows prefill only their own
-tokens. It checks that both give the same answers and prints the time of each and the ratio (a)/(b).
+tokens. It counts the answers that differ between the two (none in fp32; under bf16 autocast the
+shared opening computed on its own rounds differently from the whole prompt, and near-ties can
+flip) and prints the time of each and the ratio (a)/(b).
 
 Usage: python bench/prefix_cache.py [--rows 750] [--batch-size 32] [--json]
 """
@@ -30,6 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=750)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--precision", default="auto", help="auto (bf16 autocast where the CPU has it) or fp32")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -45,7 +48,7 @@ def main() -> None:
     labels = [f"{a}_{t}" for a in AREAS for t in TOPICS]
     with (ROOT.parent / "shared" / "data" / "banking77" / "test.csv").open(encoding="utf-8") as fh:
         texts = [r["text"] for r in csv.DictReader(fh)][: args.rows]
-    lm = load_base_model(resolve_base("smollm2-135m-instruct"))
+    lm = load_base_model(resolve_base("smollm2-135m-instruct"), precision=args.precision)
     system = render_system_prompt(get_task("classification").system_prompt, labels)
     prompts = [encode_prompt(lm.tokenizer, Example(id=str(i), prompt=t, target=""), system, 2048)
                for i, t in enumerate(texts)]
@@ -55,18 +58,20 @@ def main() -> None:
         start = time.perf_counter()
         answers[name] = constrained_answers(lm, prompts, trie, args.batch_size, label=f"{name} cache", prefix_cache=cache)
         times[name] = time.perf_counter() - start
-    same = [a.label for a in answers["with"]] == [a.label for a in answers["without"]]
+    differ = sum(a.label != b.label for a, b in zip(answers["with"], answers["without"]))
+    same = differ == 0
     result = {"rows": len(prompts), "labels": len(labels), "prompt_tokens": sum(map(len, prompts)) / len(prompts),
               "shared_tokens": shared_prefix_length(prompts), "seconds_without": round(times["without"], 1),
               "seconds_with": round(times["with"], 1), "ratio": round(times["without"] / times["with"], 2),
-              "same_answers": same}
+              "same_answers": same, "answers_differing": differ,
+              "precision": "bf16 autocast" if lm.autocast_dtype is not None else "fp32"}
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(f"{result['rows']} rows, {result['labels']} labels, prompts of {result['prompt_tokens']:.0f} tokens on average, "
           f"{result['shared_tokens']} of them shared")
     print(f"without the prefix cache {result['seconds_without']} s, with it {result['seconds_with']} s: "
-          f"{result['ratio']}x; same answers: {same}")
+          f"{result['ratio']}x; answers differing: {differ} of {result['rows']} ({result['precision']})")
 
 
 if __name__ == "__main__":
