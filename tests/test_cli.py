@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -82,7 +83,9 @@ def test_run_eval_chat_runs_with_json(tiny_project, monkeypatch):
     res = runner.invoke(app, ["chat", "--run", run_id, "Where is my card?", "--json"])
     assert res.exit_code == 0, res.output
     chat_out = json.loads(res.stdout)
-    assert chat_out["run_id"] == run_id and "label" in chat_out
+    # classification: the label as evaluation decides it (within the label set) and its probability
+    labels = json.loads((Path(summary["run_dir"]) / "report.json").read_text())["data"]["labels"]
+    assert chat_out["run_id"] == run_id and chat_out["label"] in labels and 0 < chat_out["probability"] <= 1
 
     res = runner.invoke(app, ["runs", "--json"])
     rows = json.loads(res.stdout)

@@ -30,7 +30,6 @@ from tunesmith.data.formats import FORMATS
 from tunesmith.console import console, out_console
 from tunesmith.errors import EXIT_USER
 from tunesmith.evaluate.intervals import Interval
-from tunesmith.evaluate.normalize import match_label
 from tunesmith.report.sections import judge_sentence
 from tunesmith.runs.compare import compare_runs
 from tunesmith.runs.folder import find_run
@@ -188,14 +187,17 @@ def chat(
 ) -> None:
     """Answer one PROMPT with a run's tuned model, using the run's system prompt."""
     run_paths, cfg, splits = load_run(run_ref, runs_dir)
-    answer = lazy("tunesmith.ops.chat").chat_once(run_paths, cfg, splits, prompt, max_new_tokens)
-    # For classification, say which label the answer maps to (None: it names no known label).
-    label = match_label(answer, splits.labels) if splits.labels else None
+    reply = lazy("tunesmith.ops.chat").chat_reply(run_paths, cfg, splits, prompt, max_new_tokens)
     if as_json:
-        emit({"run_id": run_paths.id, "prompt": prompt, "answer": answer, "label": label})
+        emit({"run_id": run_paths.id, "prompt": prompt, "answer": reply.answer, "label": reply.label,
+              "probability": reply.probability, "free_label": reply.free_label})
         return
-    print(answer)
-    if splits.labels and label is None:
+    print(reply.answer)
+    if splits.labels and reply.label is not None and reply.label != reply.answer:
+        shown = f" (probability {reply.probability:.2f})" if reply.probability is not None else ""
+        console.print(f"label: {reply.label}{shown}" + ("" if reply.free_label else "; the free answer names no label"),
+                      highlight=False)
+    elif splits.labels and reply.label is None:
         console.print(f"(the answer is not one of the {len(splits.labels)} labels)")
 
 

@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tunesmith.config import Config
 from tunesmith.data.encode import encode_prompt
 from tunesmith.data.examples import Example
 from tunesmith.data.prepare import Splits
-from tunesmith.inference.generate import generate_batched
+from tunesmith.evaluate.evaluator import constrains
+from tunesmith.evaluate.normalize import match_label
 from tunesmith.inference.classify import classify_batched
+from tunesmith.inference.constrained import constrained_answers, label_trie
+from tunesmith.inference.generate import generate_batched
 from tunesmith.models.load import is_classifier
 from tunesmith.runs.folder import RunPaths
 from tunesmith.steps.model import load_tuned
 
 
-def chat_once(run: RunPaths, cfg: Config, splits: Splits, prompt: str, max_new_tokens: int | None = None) -> str:
+@dataclass(frozen=True)
+class ChatReply:
+    """One answer.
+
+    Attributes:
+        answer: What the model says (a head's answer is its label).
+        label: For classification, the label the run answers with, as evaluation decides it (within the
+            label set, or the head's most probable label); None for other tasks.
+        probability: That label's probability, where the run gives one.
+        free_label: For a generative classification run, the label the free answer names, if any.
+    """
+
+    answer: str
+    label: str | None = None
+    probability: float | None = None
+    free_label: str | None = None
+
+
+def chat_reply(run: RunPaths, cfg: Config, splits: Splits, prompt: str, max_new_tokens: int | None = None) -> ChatReply:
     """Answer one prompt with the run's tuned model, rendered as training saw it.
 
     Raises:
@@ -21,7 +44,21 @@ def chat_once(run: RunPaths, cfg: Config, splits: Splits, prompt: str, max_new_t
     """
     lm = load_tuned(cfg, run, splits.labels)
     ids = encode_prompt(lm.tokenizer, Example(id="chat", prompt=prompt, target=""), splits.system_prompt, cfg.model.max_seq_len)
+    labels = splits.labels or []
     if is_classifier(lm.model):  # a head answers with the most probable label
         probs = classify_batched(lm, [ids], 1, label="chat")[0]
-        return (splits.labels or [])[max(range(len(probs)), key=probs.__getitem__)]
-    return generate_batched(lm, [ids], max_new_tokens or cfg.eval.max_new_tokens, 1, label="chat")[0]
+        best = max(range(len(probs)), key=probs.__getitem__)
+        return ChatReply(labels[best], labels[best], probs[best])
+    text = generate_batched(lm, [ids], max_new_tokens or cfg.eval.max_new_tokens, 1, label="chat")[0]
+    if not labels:
+        return ChatReply(text)
+    free = match_label(text, labels)
+    if constrains(cfg.objective.task, labels, splits.tasks, cfg.eval):
+        answer = constrained_answers(lm, [ids], label_trie(lm.tokenizer, labels, splits.system_prompt), 1, label="labels")[0]
+        return ChatReply(text, answer.label, answer.probability, free)
+    return ChatReply(text, free, None, free)
+
+
+def chat_once(run: RunPaths, cfg: Config, splits: Splits, prompt: str, max_new_tokens: int | None = None) -> str:
+    """The answer alone (:func:`chat_reply`)."""
+    return chat_reply(run, cfg, splits, prompt, max_new_tokens).answer
