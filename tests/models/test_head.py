@@ -76,3 +76,24 @@ def test_head_needs_classification_and_an_adapter_that_is_not_virtual_tokens(tin
     res = runner.invoke(app, ["run", "-c", str(tiny_project / "tunesmith.yaml"), "--set", "adapter.head=classify",
                               "--set", "objective.task=qa"])
     assert res.exit_code == 2 and "adapter.head: classify needs objective.task: classification" in res.output
+
+
+def test_an_exported_head_adapter_reloads_with_plain_peft(head_run, tmp_path):
+    from peft import PeftModel
+    cfg, _ = load_config(head_run.config)
+    splits = Splits.load(head_run.data)
+    out = tmp_path / "adapter"
+    res = runner.invoke(app, ["export", "--run", str(head_run.root), "--adapter", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    base = AutoModelForSequenceClassification.from_pretrained(
+        cfg.model.base, num_labels=len(splits.labels), pad_token_id=AutoTokenizer.from_pretrained(out).pad_token_id)
+    model = PeftModel.from_pretrained(base, out).eval()  # the head comes with the adapter (modules_to_save)
+    tok = AutoTokenizer.from_pretrained(out)
+    stored = [json.loads(line)["prediction"] for line in (head_run.predictions / "tuned.jsonl").read_text().splitlines()]
+    plain = []
+    for ex in splits.test:
+        ids = fit_prompt(tok, ex, None, cfg.model.max_seq_len - 1)[0]
+        with torch.no_grad():
+            plain.append(splits.labels[int(model(input_ids=torch.tensor([ids])).logits.argmax(-1))])
+    assert plain == stored
+    assert "AutoModelForSequenceClassification" in (out / "README.md").read_text()
