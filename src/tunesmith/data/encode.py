@@ -231,6 +231,16 @@ def render_preview(tokenizer: Any, example: Example, system_prompt: str | None, 
     return {"id": example.id, "text": tokenizer.decode(enc.input_ids), "loss_on": " … ".join(pieces)}
 
 
+def head_prompt(tokenizer: Any, example: Example, system_prompt: str | None, max_len: int) -> tuple[list[int], bool]:
+    """The prompt a classification head reads, as training, evaluation, ``predict`` and ``chat`` all build it:
+    fitted in ``max_len - 1`` tokens (training adds one padding token after it, see :func:`encode_for_head`).
+
+    Returns:
+        (token ids, whether the text was shortened).
+    """
+    return fit_prompt(tokenizer, example, system_prompt, max_len - 1)
+
+
 def encode_for_head(tokenizer: Any, example: Example, system_prompt: str | None, max_len: int,
                     label_index: int) -> Encoded:
     """An example for a classification head: the prompt, one padding token, and the label's index as its label.
@@ -240,5 +250,5 @@ def encode_for_head(tokenizer: Any, example: Example, system_prompt: str | None,
     ``AutoModelForSequenceClassification`` reads the last token that is not padding at inference.
     Everything else (batching, packing, shared prefixes) stays as for generated answers.
     """
-    prompt_ids, truncated = fit_prompt(tokenizer, example, system_prompt, max_len - 1)
+    prompt_ids, truncated = head_prompt(tokenizer, example, system_prompt, max_len)
     return Encoded(prompt_ids + [tokenizer.pad_token_id], [IGNORE_INDEX] * len(prompt_ids) + [label_index], truncated)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.config import EvalConfig
-from tunesmith.data.encode import encode_example, encode_prompt, fit_prompt
+from tunesmith.data.encode import encode_example, encode_prompt, head_prompt
 from tunesmith.data.examples import Example
-from tunesmith.inference.classify import classify_batched
+from tunesmith.inference.classify import classify_batched, most_probable
 from tunesmith.inference.constrained import constrained_answers, label_trie
 from tunesmith.inference.generate import generate_batched
 from tunesmith.evaluate.metrics import METRICS, compute_metrics
@@ -117,9 +117,9 @@ def evaluate_classifier(lm: LoadedModel, examples: Sequence[Example], *, labels:
     """
     start = time.perf_counter()
     examples = list(examples)[: cfg.max_examples] if cfg.max_examples else list(examples)
-    prompts = [fit_prompt(lm.tokenizer, ex, system_prompt, max_seq_len - 1)[0] for ex in examples]
+    prompts = [head_prompt(lm.tokenizer, ex, system_prompt, max_seq_len)[0] for ex in examples]
     probs = classify_batched(lm, prompts, cfg.batch_size, label=f"eval {name}")
-    preds = [labels[max(range(len(p)), key=p.__getitem__)] for p in probs]
+    preds = [most_probable(labels, p)[0] for p in probs]
     refs = [ex.label for ex in examples]
     metrics = compute_metrics("classification", preds, refs)
     index = {lab: i for i, lab in enumerate(labels)}

@@ -40,3 +40,9 @@ def classify_batched(lm: LoadedModel, prompts: Sequence[list[int]], batch_size: 
                 out[i] = probs[row].tolist()
             bar.update(task, advance=len(idx))
     return out
+
+
+def most_probable(labels: Sequence[str], probs: Sequence[float]) -> tuple[str, float]:
+    """The label with the highest probability, and that probability."""
+    best = max(range(len(probs)), key=probs.__getitem__)
+    return labels[best], probs[best]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunesmith.config import Config
-from tunesmith.data.encode import encode_prompt
+from tunesmith.data.encode import encode_prompt, head_prompt
 from tunesmith.data.examples import Example
 from tunesmith.data.prepare import Splits
 from tunesmith.evaluate.evaluator import constrains
 from tunesmith.evaluate.normalize import match_label
-from tunesmith.inference.classify import classify_batched
+from tunesmith.inference.classify import classify_batched, most_probable
 from tunesmith.inference.constrained import constrained_answers, label_trie
 from tunesmith.inference.generate import generate_batched
 from tunesmith.models.load import is_classifier
@@ -43,12 +43,13 @@ def chat_reply(run: RunPaths, cfg: Config, splits: Splits, prompt: str, max_new_
         UserError: The run has no saved adapter.
     """
     lm = load_tuned(cfg, run, splits.labels)
-    ids = encode_prompt(lm.tokenizer, Example(id="chat", prompt=prompt, target=""), splits.system_prompt, cfg.model.max_seq_len)
+    example = Example(id="chat", prompt=prompt, target="")
     labels = splits.labels or []
     if is_classifier(lm.model):  # a head answers with the most probable label
-        probs = classify_batched(lm, [ids], 1, label="chat")[0]
-        best = max(range(len(probs)), key=probs.__getitem__)
-        return ChatReply(labels[best], labels[best], probs[best])
+        ids = head_prompt(lm.tokenizer, example, splits.system_prompt, cfg.model.max_seq_len)[0]
+        label, probability = most_probable(labels, classify_batched(lm, [ids], 1, label="chat")[0])
+        return ChatReply(label, label, probability)
+    ids = encode_prompt(lm.tokenizer, example, splits.system_prompt, cfg.model.max_seq_len)
     text = generate_batched(lm, [ids], max_new_tokens or cfg.eval.max_new_tokens, 1, label="chat")[0]
     if not labels:
         return ChatReply(text)

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from tunesmith.config import Config
 from tunesmith.console import make_progress
-from tunesmith.data.encode import encode_prompt
+from tunesmith.data.encode import encode_prompt, head_prompt
 from tunesmith.data.examples import Example
 from tunesmith.data.formats import FORMATS, DataFormat, detect_format, row_to_example
 from tunesmith.data.io import data_files, read_records
@@ -31,7 +31,7 @@ from tunesmith.evaluate.normalize import match_label
 from tunesmith.evaluate.evaluator import constrains
 from tunesmith.inference.constrained import constrained_answers, label_trie
 from tunesmith.inference.generate import generate_batched
-from tunesmith.inference.classify import classify_batched
+from tunesmith.inference.classify import classify_batched, most_probable
 from tunesmith.models.load import is_classifier
 from tunesmith.runs.folder import RunPaths
 from tunesmith.steps.model import load_tuned
@@ -177,13 +177,15 @@ def predict_file(run: RunPaths, cfg: Config, splits: Splits, path: Path, out: Pa
             labels_task = bar.add_task("within the labels", total=len(usable), info="") if trie else task
             for at in range(0, len(usable), CHUNK):
                 chunk = usable[at: at + CHUNK]
-                prompts = [encode_prompt(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len) for _, ex in chunk]
+                fit = (lambda ex: head_prompt(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len)[0]) if head \
+                    else (lambda ex: encode_prompt(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len))
+                prompts = [fit(ex) for _, ex in chunk]
                 if head:  # one forward pass: the most probable label and every label's probability
                     rows = []
                     for (record, ex), probs in zip(chunk, classify_batched(lm, prompts, batch, progress=(bar, task))):
-                        best = max(range(len(probs)), key=probs.__getitem__)
+                        label, confidence = most_probable(splits.labels or [], probs)
                         rows.append({"id": ex.id, "line": record.line, **_input_fields(fmt, columns, record.row),
-                                     "prediction": (splits.labels or [])[best], "confidence": probs[best],
+                                     "prediction": label, "confidence": confidence,
                                      "probabilities": dict(zip(splits.labels or [], (round(p, 6) for p in probs)))})
                     writer.write(rows)
                     continue
