@@ -12,8 +12,11 @@ measured in this run; ``--rows N`` trains on the first N training rows (a learni
 The untuned baseline is skipped unless ``--baseline`` is given: with 77 labels in the prompt its
 generative evaluation of 3,080 rows takes longer than the training being measured.
 
+With ``--plan`` it first runs ``tunesmith plan`` on the same project and prints the planned
+training time (validations included) and peak memory beside the measured ones.
+
 Usage: python bench/banking77_full.py [--head classify|generate] [--epochs 2] [--lr 1e-3] [--rows N]
-                                      [--batch-size 16] [--baseline] [--out DIR] [--json]
+                                      [--batch-size 16] [--baseline] [--plan] [--out DIR] [--json]
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=None, help="train on the first N training rows only")
     ap.add_argument("--max-seq-len", type=int, default=None)
     ap.add_argument("--baseline", action="store_true", help="also evaluate the untuned model (slow: 77 labels in the prompt)")
+    ap.add_argument("--plan", action="store_true",
+                    help="run `tunesmith plan` on the same project first and print its training time beside the real one")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -90,6 +95,10 @@ def main() -> None:
         f"eval: {{batch_size: 32, baseline: {str(args.baseline).lower()}, forgetting: {{enabled: false}}}}\n",
         encoding="utf-8")
     cfg, base = load_config(folder / "tunesmith.yaml")
+    plan = None
+    if args.plan:
+        from tunesmith.plan.estimate import plan_training
+        plan = plan_training(cfg, base)
     run = run_pipeline(cfg, base)
     report = json.loads(run.report_json.read_text())
     iv, train = report["interval"], report["train"]
@@ -102,6 +111,10 @@ def main() -> None:
         "baseline_accuracy": (report.get("baseline") or {}).get("metrics", {}).get("accuracy"),
         "run": str(run.root),
     }
+    if plan is not None:  # the plan's training includes its validations, as the run's training time does
+        result["planned_train_minutes"] = round(plan["time"]["total_seconds"] / 60, 2)
+        result["planned_over_measured"] = round(plan["time"]["total_seconds"] / train["seconds"], 3)
+        result["planned_peak_gib"] = plan["memory"]["total_gib"]
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -110,6 +123,9 @@ def main() -> None:
           f"macro-F1 {result['macro_f1']:.4f}; verdict against 0.9: {result['verdict']}")
     print(f"training {result['train_minutes']:.1f} min ({result['tokens_per_second']:.0f} tokens/s, peak "
           f"{result['peak_rss_gib']} GiB); evaluation of the test set {result['eval_seconds']:.0f} s")
+    if plan is not None:
+        print(f"tunesmith plan beforehand: training {result['planned_train_minutes']:.1f} min "
+              f"({result['planned_over_measured']:.2f}x the measured), peak {result['planned_peak_gib']:.2f} GiB")
     if result["baseline_accuracy"] is not None:
         print(f"untuned baseline (generative, label list in the prompt): accuracy {result['baseline_accuracy']:.4f}")
     print(f"run folder: {run.root}")

@@ -21,16 +21,24 @@ bf16 and fp32 matmul peaks, measured in the same run.
 With ``--same-order`` the plain Trainer reads the examples in tunesmith's batch order (its own
 shuffle is another random order), so that loss and accuracy differ by recipe rather than by data order.
 
+With ``--long TOKENS`` every example is a chat log cut to TOKENS tokens with a system message of its
+own, so that no two examples share an opening (documents, passages, long chats); ``--micro-batch N``
+gives both recipes forward passes of N examples, gradients accumulated up to ``--batch-size``.
+
 Usage: python bench/train_speed.py [--examples 256] [--batch-size 8] [--seed N] [--same-order] [--json]
+       python bench/train_speed.py --long 512 --examples 64 --batch-size 16 --skip-eval --same-order
+       python bench/train_speed.py --long 1024 --examples 48 --batch-size 16 --micro-batch 8 --skip-eval --same-order
        python bench/train_speed.py --only tunesmith --without packing --skip-eval   (what packing buys)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -62,7 +70,7 @@ from tunesmith.console import peak_rss_mb
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
 
 
-def _data(n: int) -> tuple[Any, list, list, list, list[str], str | None]:
+def _data(n: int, long: int | None = None) -> tuple[Any, list, list, list, list[str], str | None]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg, base = load_config(init_project(Path(tmp) / "quickstart", "classification"))
         splits = prepare_splits(cfg, base)
@@ -70,7 +78,28 @@ def _data(n: int) -> tuple[Any, list, list, list, list[str], str | None]:
         raise SystemExit(f"--examples {n}: the quickstart's training split has {len(splits.train)}")
     cfg = cfg.model_copy(update={"adapter": cfg.adapter.model_copy(update={"method": "lora", **LORA,
                                                                            "target_modules": "all-linear"})})
-    return cfg, splits.train[:n], splits.validation, splits.test, [e.target for e in splits.test], splits.system_prompt
+    train, val, test, system = splits.train[:n], splits.validation, splits.test, splits.system_prompt
+    if long:
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"max_seq_len": long})})
+        pool = [e.prompt for e in splits.train]
+        train, val, test = (_long_examples(part, pool, system, long, k) for k, part in enumerate((train, val, test)))
+    return cfg, train, val, test, [e.target for e in test], system
+
+
+def _long_examples(examples: list, pool: list[str], system: str | None, tokens: int, part: int) -> list:
+    """Each example as the last message of a long customer chat log, with a system message of its own.
+
+    The log is other customers' messages, more than ``tokens`` fit, so that encoding cuts every
+    example to ``max_seq_len`` in the middle of its log; the system message opens with the case's own
+    number, so that no two examples share an opening (like passages, documents or long chats).
+    """
+    rng = random.Random(part)
+    out = []
+    for ex in examples:
+        log = "\n".join(f"Customer: {rng.choice(pool)}" for _ in range(tokens // 8))
+        case = f"Case {rng.randrange(10**6):06d}. Classify the customer's last message. {system or ''}"
+        out.append(dataclasses.replace(ex, prompt=f"{log}\nLast message: {ex.prompt}", system=case))
+    return out
 
 
 def _evaluate(lm: Any, val: list, test_prompts: list, targets: list[str]) -> dict[str, float]:
@@ -90,7 +119,7 @@ def run_recipe(recipe: str, args: argparse.Namespace) -> dict[str, Any]:
     """Train with one recipe in this process and measure it."""
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    cfg, train, val_ex, test_ex, targets, system = _data(args.examples)
+    cfg, train, val_ex, test_ex, targets, system = _data(args.examples, args.long)
     path = resolve_base(cfg.model.base)
     lm = load_base_model(path, cfg.model.precision)
     encode = lambda ex: encode_example(lm.tokenizer, ex, system, cfg.model.max_seq_len)  # noqa: E731
@@ -98,7 +127,11 @@ def run_recipe(recipe: str, args: argparse.Namespace) -> dict[str, Any]:
     test_prompts = [encode_prompt(lm.tokenizer, e, system, cfg.model.max_seq_len) for e in test_ex]
     method = get_method("lora")
     lr = method.default_lr
-    tcfg = cfg.train.model_copy(update={"epochs": 1, "max_steps": None, "batch_size": args.batch_size, "lr": lr,
+    micro = args.micro_batch or args.batch_size
+    if args.batch_size % micro:
+        raise SystemExit(f"--micro-batch {micro} does not divide --batch-size {args.batch_size}")
+    tcfg = cfg.train.model_copy(update={"epochs": 1, "max_steps": None, "batch_size": micro,
+                                        "grad_accum": args.batch_size // micro, "lr": lr,
                                         "logging_steps": 1,
                                         "eval_every": None, "early_stopping_patience": None})
     steps = math.ceil(len(train_enc) / args.batch_size)
@@ -120,7 +153,7 @@ def run_recipe(recipe: str, args: argparse.Namespace) -> dict[str, Any]:
         if result.steps != steps or result.tokens != sum(len(e.input_ids) for e in train_enc):
             raise SystemExit(f"tunesmith trained {result.steps} steps and {result.tokens} tokens, not one whole epoch")
     else:
-        order = ([i for batch in random_batches(len(train_enc), args.batch_size, seed * 1000) for i in batch]
+        order = ([i for batch in random_batches(len(train_enc), micro, seed * 1000) for i in batch]
                  if args.same_order else None)
         losses, seconds = _plain_trainer(lm, seed, train_enc, tcfg, lr, steps, order)
         fast_path, computed = {}, sum(len(e.input_ids) for e in train_enc)
@@ -158,7 +191,8 @@ def _plain_trainer(lm: Any, seed: int, train_enc: list, tcfg: Any, lr: float, st
           for e in (train_enc if order is None else [train_enc[i] for i in order])]
     with tempfile.TemporaryDirectory() as tmp:
         targs = TrainingArguments(
-            output_dir=tmp, per_device_train_batch_size=tcfg.batch_size, num_train_epochs=1, learning_rate=lr,
+            output_dir=tmp, per_device_train_batch_size=tcfg.batch_size, gradient_accumulation_steps=tcfg.grad_accum,
+            num_train_epochs=1, learning_rate=lr,
             lr_scheduler_type=tcfg.scheduler, warmup_steps=int(tcfg.warmup_ratio * steps), weight_decay=tcfg.weight_decay,
             max_grad_norm=tcfg.max_grad_norm, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
             bf16=lm.autocast_dtype is not None, seed=seed, disable_tqdm=True)
@@ -188,7 +222,7 @@ def matmul_peak(dtype: torch.dtype, size: int = 1024, seconds: float = 2.0) -> f
 def model_flops(args: argparse.Namespace, computed_tokens: int) -> float:
     """FLOPs of one epoch's work as computed: forward and backward of the layers over ``computed_tokens``,
     attention within each example, the head on labels (padding not counted)."""
-    cfg, train, *_ , system = _data(args.examples)
+    cfg, train, *_ , system = _data(args.examples, args.long)
     path = resolve_base(cfg.model.base)
     meta = build_on_meta(path, cfg.adapter)
     per_token, per_pair = step_cost(meta).flops
@@ -205,6 +239,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=256, help="training examples (one epoch)")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--micro-batch", type=int, help="examples per forward pass for both recipes (gradients "
+                                                   "accumulated up to --batch-size): for shapes the plain recipe "
+                                                   "cannot hold in memory in one pass")
+    ap.add_argument("--long", type=int, metavar="TOKENS",
+                    help="long examples: each one a chat log cut to TOKENS tokens, with no opening shared "
+                         "with another example (model.max_seq_len = TOKENS)")
     ap.add_argument("--seed", type=int, help="seed of adapter initialisation, data order and dropout "
                                              "(default: the project's); the data split stays the same")
     ap.add_argument("--recipe", choices=["plain", "tunesmith"], help=argparse.SUPPRESS)
@@ -226,7 +266,9 @@ def main() -> None:
     for recipe in ["plain", "tunesmith"] if not args.only else [args.only]:
         print(f"training with the {recipe} recipe ...", file=sys.stderr)
         seed = [] if args.seed is None else ["--seed", str(args.seed)]
-        extra = [*seed, *(["--without", args.without] if args.without else []), *(["--skip-eval"] if args.skip_eval else []),
+        extra = [*seed, *(["--micro-batch", str(args.micro_batch)] if args.micro_batch else []),
+                 *(["--long", str(args.long)] if args.long else []), *(["--without", args.without] if args.without else []),
+                 *(["--skip-eval"] if args.skip_eval else []),
                  *(["--same-order"] if args.same_order else [])]
         res = subprocess.run([sys.executable, __file__, "--recipe", recipe, "--examples", str(args.examples),
                               "--batch-size", str(args.batch_size), *extra], capture_output=True, text=True,

@@ -68,14 +68,18 @@ def test_model_switches_and_keeps_its_outputs(tiny_tokenizer):
     assert not use_fast_attention(eager)  # only SDPA models are switched
 
 
-@pytest.mark.parametrize("prefix", [0, 6])
-def test_packed_row_equals_sdpa_with_the_block_mask(prefix):
+@pytest.mark.parametrize("prefix,lengths", [(0, [7, 3, 11]), (6, [7, 3, 11]),
+                                            # longer than MAX_LENGTH: per example on SDPA's fused kernel
+                                            (0, [MAX_LENGTH + 40, 9, MAX_LENGTH + 1]), (6, [MAX_LENGTH + 40, 9]),
+                                            # a prefix longer than the examples (a label list) attended once
+                                            (MAX_LENGTH + 10, [7, 3, 11])])
+def test_packed_row_equals_sdpa_with_the_block_mask(prefix, lengths):
     """Each example attends to itself and the shared prefix; the prefix's gradient sums what every example sends."""
     module = _Attn(3)
-    lengths = torch.tensor([7, 3, 11])
+    lengths = torch.tensor(lengths)
     results = []
     for fn in (sdpa_attention_forward, causal_attention):
-        q, k, v = _qkv(batch=1, heads=6, kv_heads=2, length=prefix + 21, dim=8)
+        q, k, v = _qkv(batch=1, heads=6, kv_heads=2, length=prefix + int(lengths.sum()), dim=8)
         if fn is causal_attention:
             with packed(lengths, prefix):
                 out, _ = fn(module, q, k, v, None, scaling=0.3)
@@ -85,6 +89,16 @@ def test_packed_row_equals_sdpa_with_the_block_mask(prefix):
         results.append((out.detach(), q.grad, k.grad, v.grad))
     for fast, reference in zip(results[1], results[0]):
         torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_long_packed_rows_never_attend_across_the_whole_row(monkeypatch):
+    """The row-by-row mask made a step of 16 x 512 tokens 76 s and 14 GB: long examples attend one by one."""
+    monkeypatch.setattr(Packing, "block_mask", lambda self: pytest.fail("the whole row went to SDPA with a block mask"))
+    q, k, v = _qkv(batch=1, heads=6, kv_heads=2, length=2 * MAX_LENGTH + 10, dim=8)
+    with torch.autocast("cpu", dtype=torch.bfloat16), packed(torch.tensor([MAX_LENGTH + 5, MAX_LENGTH]), 5):
+        out, _ = causal_attention(_Attn(3), q, k, v, None, scaling=0.3)
+    out.float().sum().backward()
+    assert out.shape == (1, 2 * MAX_LENGTH + 10, 6, 8) and q.grad is not None
 
 
 def test_block_mask_with_a_prefix():

@@ -97,3 +97,24 @@ def test_an_exported_head_adapter_reloads_with_plain_peft(head_run, tmp_path):
             plain.append(splits.labels[int(model(input_ids=torch.tensor([ids])).logits.argmax(-1))])
     assert plain == stored
     assert "AutoModelForSequenceClassification" in (out / "README.md").read_text()
+
+
+def test_a_sweep_trains_the_head_in_every_trial(tiny_project):
+    """``sweep`` with ``adapter.head: classify``: every trial a head run, valued by its head's validation loss."""
+    path = tiny_project / "tunesmith.yaml"
+    path.write_text(path.read_text() + "sweep: {space: {train.lr: {low: 1.0e-3, high: 0.05, log: true}}}\n")
+    sets = ["adapter.head=classify", "sweep.pruner.enabled=false", "train.max_steps=4", "train.eval_every=2"]
+    res = runner.invoke(app, ["sweep", "-c", str(path), "--trials", "2", "--json", *(f"--set={s}" for s in sets)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["trials_finished"] == 2
+    runs = [p for p in (tiny_project / "runs").iterdir() if (p / "report.json").is_file()]
+    assert len(runs) == 2
+    for root in runs:
+        cfg, _ = load_config(root / "config.yaml")
+        assert cfg.adapter.head == "classify"
+        report = json.loads((root / "report.json").read_text())
+        val = [json.loads(line)["val_loss"] for line in (root / "metrics.jsonl").read_text().splitlines()
+               if "val_loss" in line]
+        assert report["train"]["best_val_loss"] == pytest.approx(min(val))
+        tuned = [json.loads(line) for line in (root / "predictions" / "tuned.jsonl").read_text().splitlines()]
+        assert tuned and all(sum(t["probabilities"].values()) == pytest.approx(1, abs=1e-3) for t in tuned)

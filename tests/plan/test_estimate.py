@@ -104,6 +104,10 @@ def test_plan_json_matches_what_the_real_run_processes(tiny_project):
     assert trained[-1]["step"] == plan["data"]["total_steps"] == 3
     assert trained[-1]["tokens"] == plan["data"]["run_tokens"]
     assert sum("val_loss" in r for r in rows) == plan["time"]["validations"]
+    # Packed with the shared system prompt once, as the fast path trains: the tokens the model really computed.
+    assert plan["data"]["packed"] and plan["data"]["prefix_shared"]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert plan["data"]["run_computed_tokens"] == report["train"]["computed_tokens"] < plan["data"]["run_tokens"]
 
 
 def test_calibration_trains_each_chosen_example_once_and_times_the_steps(tiny_project, tiny_model_dir):

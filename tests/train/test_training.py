@@ -13,7 +13,8 @@ from tunesmith.data.examples import Example
 from tunesmith.models.adapters import apply_adapter, load_adapter
 from tunesmith.fastpath.attention import use_fast_attention
 from tunesmith.models.load import load_base_model
-from tunesmith.train.batching import collate, collate_packed, random_batches, shared_prefix
+from tunesmith.train import batching
+from tunesmith.train.batching import collate, collate_packed, packed_length, packed_passes, random_batches, shared_prefix
 from tunesmith.train.loop import train_adapter
 from tunesmith.train.loss import completion_loss, evaluate_loss
 
@@ -141,6 +142,22 @@ def test_completion_loss_matches_transformers_loss(tiny_model_dir, tiny_tokenize
     torch.testing.assert_close(loss_sum / n, reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_evaluation_loss_computes_a_shared_opening_once_and_equals_the_whole_rows(tiny_model_dir, tiny_tokenizer,
+                                                                                weighted):
+    """A long system prompt (a label list) is cached once; the loss equals that of the whole rows."""
+    lm = load_base_model(tiny_model_dir, "fp32")
+    system = "Classify the message into one of these labels, answering with the label only: " + ", ".join(LABELS * 4)
+    enc = [encode_example(tiny_tokenizer, e, system, 256) for e in examples(1)[:7]]
+    enc = [replace(e, weight=1.0 + weighted * i) for i, e in enumerate(enc)]
+    assert shared_prefix(enc) >= batching.MIN_PREFIX_TOKENS
+    with torch.no_grad():
+        whole = [completion_loss(lm.model, collate(enc[i:i + 3], tiny_tokenizer.pad_token_id)) for i in range(0, 7, 3)]
+    expected = sum(float(loss) for loss, _ in whole) / sum(n for _, n in whole)
+    got = evaluate_loss(lm.model, enc, tiny_tokenizer.pad_token_id, 3, lm.device, lm.autocast)
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
 def test_training_lowers_loss_and_reloads_identically(tiny_model_dir, tiny_tokenizer, tmp_path):
     torch.manual_seed(0)
     lm = load_base_model(tiny_model_dir, "fp32")  # the same numbers on every CPU
@@ -180,6 +197,37 @@ def test_early_stopping_keeps_the_best_checkpoint(tiny_model_dir, tiny_tokenizer
     assert result.steps < 20 * 5
     kept = evaluate_loss(lm.model, val, tiny_tokenizer.pad_token_id, 8, lm.device, lm.autocast)
     assert kept == pytest.approx(result.best_val_loss, rel=1e-5)
+
+
+def test_long_batches_are_cut_into_passes_counted_as_packed(tiny_tokenizer):
+    enc = encode_all(tiny_tokenizer, examples(1))[:8]
+    row = packed_length(enc, share_prefix=True)
+    assert row == sum(len(e.input_ids) for e in enc) - shared_prefix(enc) * 7
+    assert packed_passes(enc, True, limit=row) == [enc]  # counted with the shared opening once: one pass
+    assert packed_passes(enc, False, limit=row) != [enc]  # the same batch unshared is longer
+    parts = packed_passes(enc, True, limit=row // 3)
+    assert [e for p in parts for e in p] == enc and len(parts) == 4
+    assert packed_passes(enc, True, limit=1) == [[e] for e in enc]  # one example per pass at least
+
+
+def test_a_batch_trained_in_passes_gives_the_one_pass_update(tiny_model_dir, tiny_tokenizer, monkeypatch):
+    """A batch cut into packed passes (long examples) updates the weights as one row would."""
+    data = encode_all(tiny_tokenizer, examples(1))[:8]
+    results, computed = [], []
+    for limit in (None, 2 * max(len(e.input_ids) for e in data)):
+        if limit:
+            monkeypatch.setattr(batching, "MAX_PASS_TOKENS", limit)
+        torch.manual_seed(0)
+        lm = load_base_model(tiny_model_dir, "fp32")
+        lm.model = apply_adapter(lm.model, AdapterConfig(r=4, alpha=8, dropout=0.0))
+        cfg = TrainConfig(max_steps=1, batch_size=8, lr=0.01, warmup_ratio=0.0, scheduler="constant")
+        result = train_adapter(lm, data, [], cfg, seed=0)
+        assert result.fast_path["packing"]
+        computed.append(result.computed_tokens)
+        results.append({n: p.detach().clone() for n, p in lm.model.named_parameters() if p.requires_grad})
+    assert computed[1] > computed[0]  # each pass computes its own copy of the shared opening
+    for name in results[0]:
+        torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-4, atol=1e-4)
 
 
 def test_grad_accumulation_matches_a_big_batch(tiny_model_dir, tiny_tokenizer):

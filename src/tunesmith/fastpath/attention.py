@@ -29,9 +29,11 @@ backward recomputes them in fp32: results agree with SDPA within bf16 rounding
 The fast path runs only where it is exact and pays: causal self-attention with no padding mask
 (training batches are right-padded, so a causal mask alone is exact at every labelled position;
 see :func:`tunesmith.train.loss.completion_loss`), no attention dropout, no soft-capping, sinks or
-biases, and at most :data:`MAX_LENGTH` tokens, beyond which the softmax kept for backward
-(heads x length^2 per sequence) would outweigh the rest of a layer's activations. Everything else,
-generation with its cache included, goes to transformers' own SDPA function.
+biases. Examples of a packed row longer than :data:`MAX_LENGTH`, where the softmax kept for
+backward (heads x length^2 per example) would outweigh the rest of a layer's activations, are
+attended in the same per-example layout by PyTorch's fused causal kernel instead
+(:func:`_long_causal`). Everything else, generation with its cache included, goes to
+transformers' own SDPA function.
 """
 
 from __future__ import annotations
@@ -255,7 +257,8 @@ def causal_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         pack = None  # not the packed row (a model inside the model, say): attend as usual
     width = length if pack is None else pack.longest
     window = kwargs.get("sliding_window")
-    if ((attention_mask is not None and pack is None) or key.shape[2] != length or width > MAX_LENGTH or dropout
+    if ((attention_mask is not None and pack is None) or key.shape[2] != length or (width > MAX_LENGTH and pack is None)
+            or dropout
             or is_causal is False or not getattr(module, "is_causal", True) or query.device.type != "cpu"
             or (window is not None and window < width) or any(kwargs.get(k) is not None for k in _UNSUPPORTED)):
         if pack is not None:  # the packed row on SDPA: its mask must keep the examples apart
@@ -265,12 +268,63 @@ def causal_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     scale = scaling if scaling is not None else dim**-0.5
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
     if pack is not None:
-        return _PackedCausal.apply(query, key, value, pack, scale, dtype), None
+        attend = _PackedCausal.apply if width <= MAX_LENGTH else _long_causal
+        return attend(query, key, value, pack, scale, dtype), None
     # A batch of equal-length rows is a packed row of examples of that length.
     pack = _equal_rows(batch, length, query.device)
     as_row = lambda t: t.transpose(0, 1).reshape(1, t.shape[1], batch * length, dim)  # noqa: E731
     out = _PackedCausal.apply(as_row(query), as_row(key), as_row(value), pack, scale, dtype)
     return out.view(batch, length, heads, dim), None
+
+
+def _long_causal(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, pack: Packing, scale: float,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """Attention within each example of a packed row of long examples: SDPA's fused causal kernel per example.
+
+    Beyond :data:`MAX_LENGTH` the probabilities :class:`_PackedCausal` keeps for backward
+    (heads x length^2 per example) outweigh the rest of a layer, so the examples are gathered into
+    the same padded layout ``[examples, heads, longest, dim]`` and given to PyTorch's flash kernel,
+    which keeps only q, k, v, the output and one log-sum-exp per row. The row itself must never go
+    to SDPA whole with a block mask: that attends every token to every other (16 examples of 512
+    tokens: 64 times the products of this layout) and keeps the row-by-row probabilities; it
+    made a training step of that shape 76 s and 14 GB, which this path takes in a fraction
+    (``bench/train_speed.py --long 512``). Autograd does the backward: the gathers' gradients sum
+    the prefix's copies (or, for a long prefix attended once, its expanded keys and values) back
+    onto the one in the row.
+    """
+    _, heads, total, dim = query.shape
+    examples, prefix = len(pack.lengths), pack.prefix
+    sdpa = functools.partial(torch.nn.functional.scaled_dot_product_attention, scale=scale,
+                             enable_gqa=key.shape[1] != heads)
+    width = pack.longest - prefix  # of each example's own tokens in the layout
+    if prefix < width:
+        # No prefix, or one shorter than the examples: each example gets its copy, as in the short path.
+        def layout(t: torch.Tensor) -> torch.Tensor:
+            n = t.shape[1]
+            return _rows(t, dtype).index_select(0, pack.gather).view(examples, pack.longest, n, dim).transpose(1, 2)
+
+        out = sdpa(layout(query), layout(key), layout(value), is_causal=True).transpose(1, 2)
+        return out.reshape(examples * pack.longest, heads, dim).index_select(0, pack.scatter).view(1, total, heads, dim)
+    # A prefix longer than the examples' own tokens (a label list) attends within itself once; each
+    # example's own queries then read its keys and their own, causally: own query i sees the prefix
+    # and own keys up to i (a bottom-right-aligned causal mask; PyTorch's CPU flash kernel takes it
+    # and still keeps no probabilities). A copy per example would compute the prefix's queries once
+    # per example: 16 times the attention of a 570-token label list.
+    slots = pack.gather.view(examples, pack.longest)[:, prefix:].reshape(-1)
+
+    def own(t: torch.Tensor) -> torch.Tensor:
+        return _rows(t, dtype).index_select(0, slots).view(examples, width, t.shape[1], dim).transpose(1, 2)
+
+    def shared(t: torch.Tensor) -> torch.Tensor:
+        return _rows(t, dtype)[:prefix].view(prefix, t.shape[1], dim).transpose(0, 1)[None]
+
+    head = sdpa(shared(query), shared(key), shared(value), is_causal=True)[0].transpose(0, 1).reshape(prefix, heads, dim)
+    keys, values = (torch.cat([shared(t).expand(examples, -1, -1, -1), own(t)], dim=2) for t in (key, value))
+    mask = torch.ones(width, prefix + width, dtype=torch.bool, device=query.device).tril(prefix)
+    rest = sdpa(own(query), keys, values, attn_mask=mask).transpose(1, 2).reshape(examples * width, heads, dim)
+    scatter = pack.scatter[prefix:]
+    scatter = scatter // pack.longest * width + scatter % pack.longest - prefix
+    return torch.cat([head, rest.index_select(0, scatter)]).view(1, total, heads, dim)
 
 
 AttentionInterface.register(NAME, causal_attention)

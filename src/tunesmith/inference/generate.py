@@ -15,6 +15,7 @@ from rich.progress import Progress, TaskID
 from tunesmith.models.adapters import prompt_learning
 from tunesmith.models.load import LoadedModel
 from tunesmith.console import make_progress
+from tunesmith.train.batching import MIN_PREFIX_TOKENS
 
 
 def left_padded(prompts: Sequence[list[int]], idx: Sequence[int], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,9 +28,6 @@ def left_padded(prompts: Sequence[list[int]], idx: Sequence[int], pad: int) -> t
         mask[row, width - len(prompts[i]):] = 1
     return ids, mask
 
-
-#: A shared opening shorter than this is not worth a cache of its own.
-MIN_PREFIX_TOKENS = 32
 
 
 def shared_prefix_length(prompts: Sequence[list[int]]) -> int:

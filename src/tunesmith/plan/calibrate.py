@@ -56,14 +56,15 @@ class Calibration:
                 "tokens_per_second": round(sum(self.tokens) / sum(self.seconds), 1)}
 
 
-def matmul_gflops(size: int = 1024, seconds: float = 0.5) -> float:
-    """fp32 matrix-multiplication speed of this CPU in GFLOP/s, with PyTorch's current thread count.
+def matmul_gflops(size: int = 1024, seconds: float = 0.5, dtype: torch.dtype = torch.float32) -> float:
+    """Matrix-multiplication speed of this CPU in GFLOP/s, with PyTorch's current thread count.
 
     Args:
         size: Side of the square matrices multiplied.
         seconds: How long to keep multiplying after one warm-up product.
+        dtype: The precision multiplied in (the one training computes in).
     """
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     n, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ from tunesmith.plan.hardware import GPUS, GpuSpec, current_rss_mib, gpu_spec, me
 from tunesmith.models.adapters import BuildContext, apply_adapter, check_adapter, get_method
 from tunesmith.models.load import load_base_model, load_tokenizer
 from tunesmith.models.precision import choose_precision
-from tunesmith.train.batching import random_batches, sequential_batches
+from tunesmith.fastpath.apply import wanted_parts
+from tunesmith.train.batching import packed_length, packed_passes, random_batches, sequential_batches
 from tunesmith.plan.calibrate import calibrate, matmul_gflops, representative
 from tunesmith.plan.cost import ParamCounts, StepCost, build_on_meta, count_parameters, head_cost, step_cost
 from tunesmith.train.loop import plan_steps
@@ -37,10 +38,12 @@ GIB = 2**30
 #: next step's slightly larger tensors, so part of the previous steps' stays resident. Profiled with
 #: SmolLM2-135M (LoRA r=16, batches of 8 and 16 of banking77): 1.56x to 1.72x over the first steps.
 CPU_ALLOCATOR_FACTOR = 1.7
-#: Share of the measured fp32 matmul speed a CPU training step reaches (used only with ``--no-measure``): about
-#: 0.45 on the reference machine for SmolLM2-135M with LoRA (60 of 131 GFLOP/s; ``share_of_matmul_speed`` in a
-#: measured plan's calibration shows it for any model and machine).
-CPU_EFFICIENCY = 0.45
+#: Share of the measured matmul speed, in the precision training computes in, that a CPU training step
+#: reaches on the FLOPs it computes (used only with ``--no-measure``): fp32 about 0.45 on the reference machine for
+#: SmolLM2-135M with LoRA (60 of 131 GFLOP/s); bf16 autocast 0.16 of the bf16 peak on short examples and 0.29 on
+#: long ones (``bench/train_speed.py``, Xeon with AMX). ``share_of_matmul_speed`` in a measured plan's
+#: calibration shows it for any model and machine.
+CPU_EFFICIENCY = {torch.float32: 0.45, torch.bfloat16: 0.16}
 #: Share of the GPU's dense bf16 peak a training step is assumed to reach (model FLOPs utilisation).
 GPU_MFU = 0.35
 #: Seconds PyTorch spends launching one operation on a GPU (dispatch and kernel launch), assumed;
@@ -59,29 +62,73 @@ LOSS_BYTES = 12
 
 @dataclass(frozen=True)
 class Batch:
-    """One micro-batch as training will form it."""
+    """One micro-batch as training will form it.
+
+    Attributes:
+        rows: Examples.
+        width: Tokens of the longest.
+        tokens: Tokens of all its examples.
+        labels: Labelled tokens.
+        computed: Tokens the model computes where training packs the batch into one row (the CPU
+            fast path): ``tokens`` less the copies of an opening every example shares, which the
+            row carries once. None where training pads the batch to ``width``.
+        squares: With ``computed``, the sum over examples of their length squared: the attention's
+            work, which packing keeps within each example.
+        largest_pass: With ``computed``, the tokens of its longest forward pass (a batch of long
+            examples is trained in several, :func:`~tunesmith.train.batching.packed_passes`): what
+            sets the activations' memory.
+    """
 
     rows: int
     width: int
     tokens: int
     labels: int
+    computed: int | None = None
+    squares: int | None = None
+    largest_pass: int | None = None
 
 
-def _run_batches(encoded: Sequence[Encoded], cfg: Config, total_steps: int) -> tuple[list[Batch], list[Batch]]:
+@dataclass(frozen=True)
+class BatchLayout:
+    """How the training loop will lay out batches: packed into one row, and with a shared opening once."""
+
+    packs: bool = False
+    shares_prefix: bool = False
+
+
+def _layout(cfg: Config, gpu: GpuSpec | None, model: _Model) -> BatchLayout:
+    """What the CPU fast path will do with this project's batches (nothing on a GPU, which pads)."""
+    wanted = wanted_parts(cfg.train.fast_path)
+    packs = gpu is None and {"fast_attention", "packing"} <= wanted and not model.cost.whole_logits
+    return BatchLayout(packs, packs and "prefix_sharing" in wanted)
+
+
+def _batch(encoded: Sequence[Encoded], idx: Sequence[int], layout: BatchLayout) -> Batch:
+    items = [encoded[i] for i in idx]
+    lengths = [len(e.input_ids) for e in items]
+    batch = Batch(len(items), max(lengths), sum(lengths), sum(e.n_completion for e in items))
+    if not layout.packs:
+        return batch
+    passes = [packed_length(part, layout.shares_prefix) for part in packed_passes(items, layout.shares_prefix)]
+    return replace(batch, computed=sum(passes), squares=sum(n * n for n in lengths), largest_pass=max(passes))
+
+
+def _run_batches(encoded: Sequence[Encoded], cfg: Config, total_steps: int,
+                 layout: BatchLayout = BatchLayout()) -> tuple[list[Batch], list[Batch]]:
     """(the first epoch's micro-batches, the whole run's), ordered as ``train_adapter`` does it.
 
-    Each batch is costed as padded to its longest example: exact where training pads, an upper
-    bound by the padding where it packs (the CPU fast path), which the calibration steps correct.
+    Each batch is costed as training will lay it out (``layout``): padded to its longest example,
+    or packed into one row with the opening its examples share computed once, as the CPU fast
+    path does; a plan that counted padded copies of a shared label list put a 150-label task
+    at 30 hours an epoch, against 9 minutes measured.
     """
-    lengths = [len(e.input_ids) for e in encoded]
     per_step = cfg.train.grad_accum
     first: list[Batch] = []
     run: list[Batch] = []
     steps, epoch = 0, 0
     while steps < total_steps:
-        groups = random_batches(len(lengths), cfg.train.batch_size, seed=cfg.project.seed * 1000 + epoch)
-        batches = [Batch(len(idx), max(lengths[i] for i in idx), sum(lengths[i] for i in idx),
-                         sum(encoded[i].n_completion for i in idx)) for idx in groups]
+        groups = random_batches(len(encoded), cfg.train.batch_size, seed=cfg.project.seed * 1000 + epoch)
+        batches = [_batch(encoded, idx, layout) for idx in groups]
         first = first or batches
         for k in range(0, len(batches), per_step):  # a step takes grad_accum batches, the epoch's last maybe fewer
             if steps == total_steps:
@@ -115,6 +162,8 @@ class _Model:
 
     def step_flops(self, b: Batch) -> float:
         head = 0.0 if self.cost.whole_logits else b.labels * 2.0 * self.hidden * self.vocab * (2 + self.head_trained)
+        if b.computed is not None:
+            return self.cost.flops[0] * b.computed + self.cost.flops[1] * b.squares + head
         return self.cost.step_flops(b.rows, b.width) + head
 
     def eval_flops(self, b: Batch) -> float:
@@ -122,6 +171,8 @@ class _Model:
         return self.cost.eval_flops(b.rows, b.width) + head
 
     def activation_bytes(self, b: Batch) -> float:
+        if b.computed is not None:  # one pass at a time: the longest one's, its attention at most the batch's
+            return self.cost.saved[0] * b.largest_pass + self.cost.saved[1] * b.squares
         return self.cost.saved_bytes(b.rows, b.width)
 
     def loss_bytes(self, b: Batch) -> float:
@@ -202,7 +253,8 @@ def _suggestions(cfg: Config, path: Path, model: _Model, train: Sequence[Encoded
     b = bs // 2
     while b >= 1:
         smaller = _with_batch(cfg, b, accum * bs // b)
-        total = sum(_memory(model, _run_batches(train, smaller, 1)[0], method, gpu, baseline_gib).values())
+        batches = _run_batches(train, smaller, 1, _layout(cfg, gpu, model))[0]
+        total = sum(_memory(model, batches, method, gpu, baseline_gib).values())
         if total <= limit_gib:
             out.append(f"--set train.batch_size={b} --set train.grad_accum={accum * bs // b} (same effective batch; "
                        f"about {total:.1f} GiB)")
@@ -262,8 +314,9 @@ def plan_training(cfg: Config, base_dir: Path, *, gpu: str | None = None, measur
         raise DataError("the training split is empty: there is nothing to plan")
     baseline_gib = current_rss_mib() / 1024  # a run holds the same libraries and data when its model loads
     total_steps, steps_per_epoch = plan_steps(len(train), cfg.train)
-    epoch_batches, run_batches = _run_batches(train, cfg, total_steps)
     model = _meta_model(cfg, path, cfg.adapter, total_steps, spec)
+    layout = _layout(cfg, spec, model)
+    epoch_batches, run_batches = _run_batches(train, cfg, total_steps, layout)
     memory = _memory(model, run_batches, cfg.adapter.method, spec, baseline_gib)
     total_gib = round(sum(memory.values()), 3)
     mem_info = meminfo_gib() if spec is None else None
@@ -284,7 +337,7 @@ def plan_training(cfg: Config, base_dir: Path, *, gpu: str | None = None, measur
         per_batch, eval_s, lines = _gpu_times(model, memory, spec, eval_batches, cfg.adapter.method)
     else:
         train_rate, eval_rate, how, calibration = _cpu_rates(cfg, path, method, model, train, epoch_batches,
-                                                             total_steps, measure and fits, calibration_steps)
+                                                             total_steps, measure and fits, calibration_steps, layout)
         if calibration is not None:
             memory, correction = _measured_memory(model, memory, calibration, cfg.adapter.method, baseline_gib)
             total_gib = round(sum(memory.values()), 3)
@@ -328,8 +381,11 @@ def plan_training(cfg: Config, base_dir: Path, *, gpu: str | None = None, measur
         "data": {"train_examples": len(train), "validation_examples": len(val), "batch_size": cfg.train.batch_size,
                  "grad_accum": cfg.train.grad_accum, "tokens_per_epoch": sum(b.tokens for b in epoch_batches),
                  "padded_tokens_per_epoch": sum(b.rows * b.width for b in epoch_batches),
+                 "computed_tokens_per_epoch": sum(b.tokens if b.computed is None else b.computed for b in epoch_batches),
+                 "packed": layout.packs, "prefix_shared": layout.shares_prefix,
                  "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-                 "epochs": round(total_steps / steps_per_epoch, 4), "run_tokens": run_tokens},
+                 "epochs": round(total_steps / steps_per_epoch, 4), "run_tokens": run_tokens,
+                 "run_computed_tokens": sum(b.tokens if b.computed is None else b.computed for b in run_batches)},
         "time": {"tokens_per_second": _sig(run_tokens / training_seconds) if training_seconds else None,
                  "seconds_per_step": _sig(steady_seconds / total_steps), "seconds_per_epoch": _sig(sum(epoch_s)),
                  "first_step_extra_seconds": _sig(first_extra),
@@ -363,14 +419,16 @@ def _gpu_times(model: _Model, memory: dict[str, float], gpu: GpuSpec, eval_batch
 
 def _cpu_rates(cfg: Config, path: Path, method: Any, model: _Model, train: Sequence[Encoded],
                epoch_batches: Sequence[Batch], total_steps: int, measure: bool,
-               steps: int) -> tuple[float, float, str, dict[str, Any] | None]:
+               steps: int, layout: BatchLayout) -> tuple[float, float, str, dict[str, Any] | None]:
     """(training FLOP/s, validation FLOP/s, what they rest on, the calibration's measurements or None)."""
     bs = cfg.train.batch_size
     steps = min(steps, len(train) // bs)
     if not measure or steps < 2:
-        gflops = matmul_gflops()
-        rate = gflops * 1e9 * CPU_EFFICIENCY
-        return rate, rate, (f"time: FLOPs at an assumed {CPU_EFFICIENCY:.0%} of this CPU's measured fp32 matmul "
+        dtype = choose_precision(cfg.model.precision, torch.device("cpu")) or torch.float32
+        gflops = matmul_gflops(dtype=dtype)
+        rate = gflops * 1e9 * CPU_EFFICIENCY[dtype]
+        name = "bf16" if dtype == torch.bfloat16 else "fp32"
+        return rate, rate, (f"time: FLOPs at an assumed {CPU_EFFICIENCY[dtype]:.0%} of this CPU's measured {name} matmul "
                             f"speed ({gflops:.0f} GFLOP/s)"), None
     # Calibrate at the width most of the run's batches have.
     width = int(statistics.median(b.width for b in epoch_batches))
@@ -380,14 +438,14 @@ def _cpu_rates(cfg: Config, path: Path, method: Any, model: _Model, train: Seque
     torch.manual_seed(cfg.project.seed)
     lm.model = apply_adapter(lm.model, cfg.adapter, BuildContext(total_steps=total_steps, model_path=path))
     cal = calibrate(lm, examples, cfg.train, method, steps=steps, seed=cfg.project.seed)
-    labels = sum(e.n_completion for e in examples) / steps
-    train_rate = sum(model.step_flops(Batch(bs, round(t / bs), t, round(labels))) for t in cal.tokens) / sum(cal.seconds)
+    # The timed steps' batches as the loop formed them (its order, its layout), the warm-up step's left out.
+    timed = _run_batches(examples, _with_batch(cfg, bs, 1), steps, layout)[1][1:]
+    train_rate = sum(model.step_flops(b) for b in timed) / sum(cal.seconds)
     first = examples[:bs]
     eval_batch = Batch(bs, max(len(e.input_ids) for e in first), cal.eval_tokens, sum(e.n_completion for e in first))
     # The matmul speed right after, so the share of it a training step reaches can be seen (and CPU_EFFICIENCY checked).
-    gflops = matmul_gflops()
-    summary = {**cal.summary(), "batch": {"rows": bs, "width": max(len(e.input_ids) for e in examples),
-                                          "tokens": max(cal.tokens), "labels": round(labels)},
+    gflops = matmul_gflops(dtype=choose_precision(cfg.model.precision, torch.device("cpu")) or torch.float32)
+    summary = {**cal.summary(), "batch": asdict(max(timed, key=model.activation_bytes)),
                "step_gflops": round(train_rate / 1e9, 2), "matmul_gflops": round(gflops, 1),
                "share_of_matmul_speed": round(train_rate / 1e9 / gflops, 3)}
     basis = (f"time: {len(cal.seconds)} real training steps of {bs} examples x ~{width} tokens timed on this machine "
@@ -414,7 +472,12 @@ def plan_tables(plan: dict[str, Any]) -> list[Table]:
     head.add_column("value", justify="right")
     head.add_row("trainable parameters", f"{p['trainable']:,} ({p['trainable_percent']:.3g}% of {p['total']:,})")
     head.add_row("training examples, batch x accumulation", f"{d['train_examples']:,}, {d['batch_size']} x {d['grad_accum']}")
-    head.add_row("tokens per epoch (padded)", f"{d['tokens_per_epoch']:,} ({d['padded_tokens_per_epoch']:,})")
+    if d.get("packed"):
+        shared = ", the opening a batch shares once" if d.get("prefix_shared") else ""
+        head.add_row(f"tokens per epoch (computed: packed{shared})",
+                     f"{d['tokens_per_epoch']:,} ({d['computed_tokens_per_epoch']:,})")
+    else:
+        head.add_row("tokens per epoch (padded)", f"{d['tokens_per_epoch']:,} ({d['padded_tokens_per_epoch']:,})")
     head.add_row("steps per epoch, steps in the run", f"{d['steps_per_epoch']:,}, {d['total_steps']:,} ({d['epochs']:g} epochs)")
     head.add_row("time per step (average)", _duration(t["seconds_per_step"]))
     head.add_row("time per epoch", _duration(t["seconds_per_epoch"]))

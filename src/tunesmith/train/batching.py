@@ -53,6 +53,36 @@ def shared_prefix(items: Sequence[Encoded]) -> int:
     return max(0, min(common, labelled - 1))
 
 
+#: A shared opening shorter than this is not worth a key/value cache of its own (evaluation, inference).
+MIN_PREFIX_TOKENS = 32
+
+#: Tokens of one packed forward pass, at most (a batch whose row would be longer is trained in
+#: several passes, gradients accumulated). Past a few thousand tokens a longer row buys no speed and
+#: costs memory: 16 examples of 512 tokens trained at the same 12-13 s a step in one row of 8,192
+#: tokens as in two of 4,096, with a peak of 9.4 GiB against 5.3 GiB (embedded model, bf16, measured).
+MAX_PASS_TOKENS = 4096
+
+
+def packed_length(items: Sequence[Encoded], share_prefix: bool) -> int:
+    """Tokens of the row :func:`collate_packed` makes of ``items`` (before rounding up)."""
+    prefix = shared_prefix(items) if share_prefix else 0
+    return sum(len(e.input_ids) for e in items) - prefix * (len(items) - 1)
+
+
+def packed_passes(items: Sequence[Encoded], share_prefix: bool, limit: int | None = None) -> list[list[Encoded]]:
+    """A batch cut into consecutive parts of about equal size whose packed rows hold about ``limit`` tokens at most.
+
+    Counted as packed (a shared opening once), so a batch whose examples share a long label list
+    stays one pass. A part has one example at least, however long. ``limit`` defaults to
+    :data:`MAX_PASS_TOKENS`.
+    """
+    parts = min(len(items), -(-packed_length(items, share_prefix) // (limit or MAX_PASS_TOKENS)))
+    if parts <= 1:
+        return [list(items)]
+    size = -(-len(items) // parts)
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
 def collate_packed(items: Sequence[Encoded], pad_id: int = 0, multiple: int = 1,
                    share_prefix: bool = False) -> dict[str, torch.Tensor]:
     """Concatenate a batch into one row; each example keeps its own positions.

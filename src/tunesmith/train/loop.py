@@ -23,7 +23,7 @@ from tunesmith.models.adapters import Method, get_method, trainable_state
 from tunesmith.models.load import LoadedModel
 from tunesmith.fastpath.apply import FastPathReport, fast_path
 from tunesmith.train.checkpoint import LoopState, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
-from tunesmith.train.batching import collate, collate_packed, random_batches
+from tunesmith.train.batching import collate, collate_packed, packed_passes, random_batches
 from tunesmith.train.loss import completion_loss, evaluate_loss
 from tunesmith.console import make_progress, peak_rss_mb
 
@@ -262,16 +262,21 @@ def _train(lm: LoadedModel, train_set: Sequence[Encoded], val_set: Sequence[Enco
                 encoded_groups = [[train_set[i] for i in idx] for idx in group]
                 n_labels = sum(e.n_completion for g in encoded_groups for e in g)
                 step_loss = 0.0
-                for m, items in enumerate(encoded_groups):
+                passes = []
+                for items in encoded_groups:
                     # Interleaved shares keep every process busy even on a short last batch.
                     mine, scale = items[rank::world], float(world)
                     if not mine:  # fewer examples than processes: take part in the gradient sync with zero weight
                         mine, scale = items[:1], 0.0
+                    # A packed row of long examples is trained in parts (MAX_PASS_TOKENS): same gradient, less memory.
+                    passes += [(part, scale) for part in (packed_passes(mine, applied.prefix_sharing) if pack else [mine])]
+                    st.tokens += sum(len(e.input_ids) for e in items)
+                for m, (part, scale) in enumerate(passes):
                     multiple = applied.shape_multiple
-                    tensors = (collate_packed(mine, pad_id, multiple, applied.prefix_sharing) if pack
-                               else collate(mine, pad_id, multiple))
+                    tensors = (collate_packed(part, pad_id, multiple, applied.prefix_sharing) if pack
+                               else collate(part, pad_id, multiple))
                     batch = {key: v.to(device) for key, v in tensors.items()}
-                    sync = nullcontext() if acc is None or m == len(encoded_groups) - 1 else acc.no_sync(step_loss_module)
+                    sync = nullcontext() if acc is None or m == len(passes) - 1 else acc.no_sync(step_loss_module)
                     with sync:
                         with lm.autocast():
                             loss_sum, _ = step_loss_module(**batch)
@@ -282,9 +287,8 @@ def _train(lm: LoadedModel, train_set: Sequence[Encoded], val_set: Sequence[Enco
                                 loss = loss + method.extra_loss(model)
                         loss.backward()
                     step_loss += float(loss_sum.detach()) * (scale > 0)
-                    st.tokens += sum(len(e.input_ids) for e in items)
-                    shared = int(tensors.get("prefix", 0)) * (len(mine) - 1)
-                    st.computed_tokens += (sum(len(e.input_ids) for e in mine) - shared) * (scale > 0)
+                    shared = int(tensors.get("prefix", 0)) * (len(part) - 1)
+                    st.computed_tokens += (sum(len(e.input_ids) for e in part) - shared) * (scale > 0)
                 if world > 1:
                     step_loss = _sum_across(acc, step_loss)
                 if cfg.max_grad_norm is not None:

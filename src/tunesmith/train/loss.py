@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
 from torch import nn
+from transformers import DynamicCache
 
 from tunesmith.data.encode import IGNORE_INDEX, Encoded
 from tunesmith.models.adapters import prompt_learning
 from tunesmith.fastpath.attention import packed
 from tunesmith.fastpath.apply import frozen_cast
-from tunesmith.train.batching import collate, padded_length, sequential_batches
+from tunesmith.train.batching import MIN_PREFIX_TOKENS, collate, padded_length, sequential_batches, shared_prefix
 
 
 def _split_model(model: Any) -> tuple[Any, Any]:
@@ -46,7 +49,7 @@ def _apply_head(head: Any, hidden: torch.Tensor) -> torch.Tensor:
     return F.linear(hidden.to(dtype), frozen_cast(head.weight, dtype), bias)[:rows]
 
 
-def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def completion_loss(model: Any, batch: dict[str, torch.Tensor], after: DynamicCache | None = None) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over completion tokens, and how many there were.
 
     The language-model head is applied only at positions that predict a labelled token:
@@ -60,6 +63,8 @@ def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
             ``labels``, ``position_ids``, ``lengths``, optionally ``prefix``, from
             :func:`~tunesmith.train.batching.collate_packed`); optionally ``weights`` (per example or
             per token) that multiply the token losses.
+        after: The key/value cache of an opening that every example of a right-padded batch shares
+            (:func:`prefix_cache`, one row): the batch then holds only each example's tokens after it.
 
     Returns:
         (sum of (weighted) token losses, number of labelled tokens).
@@ -82,6 +87,13 @@ def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
             with packed(batch["lengths"], int(batch.get("prefix", 0))):
                 hidden = backbone(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                                   use_cache=False).last_hidden_state
+        elif after is not None:
+            rows = batch["input_ids"].shape[0]
+            past = copy.deepcopy(after)
+            past.batch_repeat_interleave(rows)
+            mask = torch.cat([batch["attention_mask"].new_ones(rows, past.get_seq_length()), batch["attention_mask"]], 1)
+            hidden = backbone(input_ids=batch["input_ids"], attention_mask=mask, past_key_values=past,
+                              use_cache=True).last_hidden_state
         else:
             # Right padding: the causal mask alone already keeps every labelled position from
             # seeing padding, and without a padding mask attention can take its causal fast path.
@@ -94,6 +106,15 @@ def completion_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.T
     weights = batch["weights"].to(per_token.dtype)
     weights = weights[:, 1:] if weights.dim() == 2 else weights[:, None].expand_as(targets)  # per token or per row
     return (per_token * weights[keep]).sum(), n
+
+
+@torch.no_grad()
+def prefix_cache(model: Any, prefix: Sequence[int], device: torch.device) -> DynamicCache:
+    """The key/value cache of ``prefix`` (one row) in ``model``'s backbone, adapters included."""
+    backbone, _ = _split_model(model)
+    cache = DynamicCache()
+    backbone(input_ids=torch.tensor([list(prefix)], device=device), past_key_values=cache, use_cache=True)
+    return cache
 
 
 @torch.no_grad()
@@ -112,10 +133,19 @@ def evaluate_loss(model: Any, encoded: Sequence[Encoded], pad_id: int, batch_siz
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
+    # The opening every example shares (a system prompt listing the labels) is computed once; each
+    # batch then runs only what follows it. With a 570-token label list, the test set's loss
+    # recomputed it for every row and took longer than the answers.
+    prefix = 0 if prompt_learning(model) else shared_prefix(encoded)
+    after = None
+    if prefix >= MIN_PREFIX_TOKENS:
+        with autocast():
+            after = prefix_cache(model, encoded[0].input_ids[:prefix], device)
+        encoded = [replace(e, input_ids=e.input_ids[prefix:], labels=e.labels[prefix:]) for e in encoded]
     for idx in sequential_batches([len(e.input_ids) for e in encoded], batch_size):
         batch = {k: v.to(device) for k, v in collate([encoded[i] for i in idx], pad_id).items()}
         with autocast():
-            loss_sum, n = completion_loss(model, batch)
+            loss_sum, n = completion_loss(model, batch, after)
         total += float(loss_sum)
         count += n
     if was_training:
