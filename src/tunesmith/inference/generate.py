@@ -9,13 +9,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from transformers import DynamicCache
 from rich.progress import Progress, TaskID
 
 from tunesmith.models.adapters import prompt_learning
 from tunesmith.models.load import LoadedModel
 from tunesmith.console import make_progress
 from tunesmith.train.batching import MIN_PREFIX_TOKENS
+from tunesmith.train.loss import prefix_cache
 
 
 def left_padded(prompts: Sequence[list[int]], idx: Sequence[int], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,10 +54,9 @@ class PrefixCache:
 
     def __init__(self, lm: LoadedModel, prefix: list[int]):
         self.prefix = prefix
-        self.cache = DynamicCache()
-        with torch.no_grad(), lm.autocast(), warnings.catch_warnings():
+        with lm.autocast(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # transformers 5 renames past_key_values; 4.x knows only it
-            lm.model(input_ids=torch.tensor([prefix], device=lm.device), past_key_values=self.cache, use_cache=True)
+            self.cache = prefix_cache(lm.model, prefix, lm.device)  # the one evaluation's loss uses
 
     @classmethod
     def for_prompts(cls, lm: LoadedModel, prompts: Sequence[list[int]]) -> PrefixCache | None:
