@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -14,8 +13,8 @@ from rich.progress import Progress, TaskID
 from tunesmith.models.adapters import prompt_learning
 from tunesmith.models.load import LoadedModel
 from tunesmith.console import make_progress
-from tunesmith.train.batching import MIN_PREFIX_TOKENS
-from tunesmith.train.loss import prefix_cache
+from tunesmith.train.batching import MIN_PREFIX_TOKENS, common_prefix_length
+from tunesmith.train.loss import prefix_cache, repeat_cache
 
 
 def left_padded(prompts: Sequence[list[int]], idx: Sequence[int], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,18 +28,11 @@ def left_padded(prompts: Sequence[list[int]], idx: Sequence[int], pad: int) -> t
     return ids, mask
 
 
-
 def shared_prefix_length(prompts: Sequence[list[int]]) -> int:
     """How many leading tokens every prompt has in common (each keeping at least one token of its own)."""
     if len(prompts) < 2:
         return 0
-    first, n = prompts[0], min(len(p) for p in prompts) - 1
-    for p in prompts[1:]:
-        k = 0
-        while k < n and p[k] == first[k]:
-            k += 1
-        n = k
-    return max(n, 0)
+    return max(min(common_prefix_length(prompts), min(len(p) for p in prompts) - 1), 0)
 
 
 class PrefixCache:
@@ -74,9 +66,7 @@ class PrefixCache:
         n = len(idx)
         ids = torch.cat([torch.tensor([self.prefix] * n, dtype=torch.long), own], dim=1)
         mask = torch.cat([torch.ones((n, len(self.prefix)), dtype=torch.long), mask], dim=1)
-        cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(n)
-        return ids, mask, cache
+        return ids, mask, repeat_cache(self.cache, n)
 
 
 def batch_inputs(prompts: Sequence[list[int]], idx: Sequence[int], pad: int,

@@ -36,6 +36,17 @@ def collate(items: Sequence[Encoded], pad_id: int, multiple: int = 1) -> dict[st
     return batch
 
 
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``sequences`` have in common (0 for fewer than two)."""
+    if len(sequences) < 2:
+        return 0
+    first = sequences[0]
+    common = min(len(s) for s in sequences)
+    for s in sequences[1:]:
+        common = next((i for i, (a, b) in enumerate(zip(first[:common], s)) if a != b), common)
+    return common
+
+
 def shared_prefix(items: Sequence[Encoded]) -> int:
     """How many leading tokens every example of a batch has in common and can share in a packed row.
 
@@ -45,10 +56,7 @@ def shared_prefix(items: Sequence[Encoded]) -> int:
     """
     if len(items) < 2:
         return 0
-    first = items[0].input_ids
-    common = min(len(e.input_ids) for e in items)
-    for e in items[1:]:
-        common = next((i for i, (a, b) in enumerate(zip(first[:common], e.input_ids)) if a != b), common)
+    common = common_prefix_length([e.input_ids for e in items])
     labelled = min(next((i for i, t in enumerate(e.labels) if t != IGNORE_INDEX), len(e.labels)) for e in items)
     return max(0, min(common, labelled - 1))
 

@@ -89,8 +89,7 @@ def completion_loss(model: Any, batch: dict[str, torch.Tensor], after: DynamicCa
                                   use_cache=False).last_hidden_state
         elif after is not None:
             rows = batch["input_ids"].shape[0]
-            past = copy.deepcopy(after)
-            past.batch_repeat_interleave(rows)
+            past = repeat_cache(after, rows)
             mask = torch.cat([batch["attention_mask"].new_ones(rows, past.get_seq_length()), batch["attention_mask"]], 1)
             hidden = backbone(input_ids=batch["input_ids"], attention_mask=mask, past_key_values=past,
                               use_cache=True).last_hidden_state
@@ -115,6 +114,13 @@ def prefix_cache(model: Any, prefix: Sequence[int], device: torch.device) -> Dyn
     cache = DynamicCache()
     backbone(input_ids=torch.tensor([list(prefix)], device=device), past_key_values=cache, use_cache=True)
     return cache
+
+
+def repeat_cache(cache: DynamicCache, rows: int) -> DynamicCache:
+    """A copy of a one-row cache for a batch of ``rows`` (the original stays one row, for the next batch)."""
+    out = copy.deepcopy(cache)
+    out.batch_repeat_interleave(rows)
+    return out
 
 
 @torch.no_grad()
