@@ -5,7 +5,8 @@ import torch
 
 from tunesmith.data.encode import encode_prompt
 from tunesmith.data.examples import Example
-from tunesmith.inference.constrained import constrained_answers, label_distribution, label_trie
+from tunesmith.inference.constrained import LabelTrie, answers_within_labels, constrained_answers, label_distribution, label_trie
+from tunesmith.inference.generate import generate_batched
 from tunesmith.models.load import load_base_model
 
 LABELS = ["card_arrival", "card", "pin_blocked", "exchange_rate", "cancel_transfer"]
@@ -50,3 +51,39 @@ def test_where_the_free_answer_is_a_label_the_constrained_answer_is_that_label(l
 def test_no_labels_is_refused(lm):
     with pytest.raises(ValueError, match="no labels"):
         label_trie(lm.tokenizer, [], None)
+
+
+@pytest.fixture()
+def ending_lm(tiny_model_dir):
+    """The tiny model with its end-of-turn logit steered up after its first free token for the first prompt.
+
+    A random model seldom ends a turn; this one ends the first prompt's answer after one token (as
+    a tuned model ends a label) and rambles on the others.
+    """
+    lm = load_base_model(tiny_model_dir, precision="fp32")
+    prompt = prompts(lm)[0]
+    with torch.no_grad():
+        first = int(lm.model(input_ids=torch.tensor([prompt])).logits[0, -1].argmax())
+        hidden = lm.model.model(input_ids=torch.tensor([prompt + [first]])).last_hidden_state[0, -1]
+        head = torch.nn.Parameter(lm.model.lm_head.weight.detach().clone())  # untied from the embeddings
+        head[lm.tokenizer.eos_token_id] = 8 * hidden / hidden.norm() ** 2
+        lm.model.lm_head.weight = head
+    return lm
+
+
+def test_free_answers_are_read_off_the_labels_pass_only_where_free_decoding_gives_the_same(ending_lm):
+    lm, ps, end = ending_lm, prompts(ending_lm), ending_lm.tokenizer.eos_token_id
+    with torch.no_grad():
+        free_ids = [lm.model.generate(input_ids=torch.tensor([p]), max_new_tokens=8, do_sample=False,
+                                      pad_token_id=lm.tokenizer.pad_token_id)[0, len(p):].tolist() for p in ps]
+    ended = [tuple(ids) for ids in free_ids if end in ids]
+    assert len(ended) == 1 and len(ended[0]) > 1  # the first answer ends, as a label does; the others ramble
+    # the trie of the run's labels plus that answer's tokens as one more label
+    trie = LabelTrie({**label_trie(lm.tokenizer, LABELS, "Classify.").sequences, "ended": ended[0]}, end)
+    outputs, answers = answers_within_labels(lm, ps, trie, 8, batch_size=2)
+    assert outputs == generate_batched(lm, ps, 8, batch_size=2)  # the free answers, whether read off or decoded
+    assert [(a.label, a.probability) for a in answers] == \
+        [(b.label, pytest.approx(b.probability)) for b in constrained_answers(lm, ps, trie, 2)]
+    assert [a.greedy for a in answers] == [tuple(ids[: len(trie.sequences[a.label])]) == trie.sequences[a.label]
+                                           for a, ids in zip(answers, free_ids)]
+    assert answers[0].label == "ended" and answers[0].greedy and not any(a.greedy for a in answers[1:])

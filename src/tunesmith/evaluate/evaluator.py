@@ -12,7 +12,7 @@ from tunesmith.config import EvalConfig
 from tunesmith.data.encode import encode_example, encode_prompt, head_prompt
 from tunesmith.data.examples import Example
 from tunesmith.inference.classify import classify_batched, most_probable
-from tunesmith.inference.constrained import constrained_answers, label_trie
+from tunesmith.inference.constrained import answers_within_labels, label_trie
 from tunesmith.inference.generate import generate_batched
 from tunesmith.evaluate.metrics import METRICS, compute_metrics
 from tunesmith.evaluate.normalize import match_label
@@ -74,14 +74,15 @@ def evaluate_model(lm: LoadedModel, examples: Sequence[Example], *, task: str, s
     start = time.perf_counter()
     examples = list(examples)[: cfg.max_examples] if cfg.max_examples else list(examples)
     prompts = [encode_prompt(lm.tokenizer, ex, system_prompt, max_seq_len) for ex in examples]
-    outputs = generate_batched(lm, prompts, cfg.max_new_tokens, cfg.batch_size, label=f"eval {name}")
-    kinds = [scoring(ex, task, labels, tasks) for ex in examples]
-    free = [(match_label(o, labs or []) or "") if kind == "classification" else o for o, (kind, labs) in zip(outputs, kinds)]
-    preds, answers = list(free), None
+    answers = None
     if constrains(task, labels, tasks, cfg):
         trie = label_trie(lm.tokenizer, labels or [], system_prompt)
-        answers = constrained_answers(lm, prompts, trie, cfg.batch_size, label=f"eval {name} (labels)")
-        preds = [a.label for a in answers]
+        outputs, answers = answers_within_labels(lm, prompts, trie, cfg.max_new_tokens, cfg.batch_size, label=f"eval {name}")
+    else:
+        outputs = generate_batched(lm, prompts, cfg.max_new_tokens, cfg.batch_size, label=f"eval {name}")
+    kinds = [scoring(ex, task, labels, tasks) for ex in examples]
+    free = [(match_label(o, labs or []) or "") if kind == "classification" else o for o, (kind, labs) in zip(outputs, kinds)]
+    preds = list(free) if answers is None else [a.label for a in answers]
     refs: list[Any] = [ex.label if kind == "classification" else ex.target for ex, (kind, _) in zip(examples, kinds)]
     metrics = compute_metrics(task, preds, refs)
     encoded = [encode_example(lm.tokenizer, ex, system_prompt, max_seq_len) for ex in examples]

@@ -7,6 +7,12 @@ as soon as one is complete. The probability of a label is the product, along its
 model's next-token probabilities renormalised over the node's children; over all labels these
 sum to 1, and the chosen label's probability is its confidence (what calibration measures and
 what monitoring can use to estimate accuracy without labels).
+
+Evaluation wants the free answer as well (how often it differs is in the report). Where every token
+the constrained decoding chose was also the most probable over the whole vocabulary, free greedy
+decoding would choose the same tokens and stop at the same end of turn, so :func:`answers_within_labels`
+reads the free answer off the constrained pass and decodes freely only the other rows: a tuned
+model whose answers are labels is answered by one pass, not two.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from rich.progress import Progress, TaskID
 
 from tunesmith.data.encode import render_completion_text
 from tunesmith.data.examples import Example
-from tunesmith.inference.generate import PrefixCache, batch_inputs, progress_task
+from tunesmith.inference.generate import PrefixCache, batch_inputs, generate_batched, progress_task
 from tunesmith.models.load import LoadedModel
 from tunesmith.train.batching import sequential_batches
 
@@ -79,10 +85,18 @@ def label_trie(tokenizer: object, labels: Sequence[str], system_prompt: str | No
 
 @dataclass(frozen=True)
 class ConstrainedAnswer:
-    """A label chosen by constrained decoding and its probability (renormalised over the trie)."""
+    """A label chosen by constrained decoding and its probability (renormalised over the trie).
+
+    Attributes:
+        label: The label.
+        probability: Its probability, renormalised over the labels.
+        greedy: Every token chosen was also the most probable token of the whole vocabulary: free
+            greedy decoding gives the same answer.
+    """
 
     label: str
     probability: float
+    greedy: bool = False
 
 
 @torch.no_grad()
@@ -121,17 +135,59 @@ def constrained_answers(lm: LoadedModel, prompts: Sequence[list[int]], trie: Lab
                 result = model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
                                         max_new_tokens=trie.depth, prefix_allowed_tokens_fn=allowed, do_sample=False,
                                         temperature=None, top_p=None, top_k=None, pad_token_id=pad,
-                                        eos_token_id=trie.end, output_scores=True, return_dict_in_generate=True,
-                                        **extra)
+                                        eos_token_id=trie.end, output_scores=True, output_logits=True,
+                                        return_dict_in_generate=True, **extra)
             generated = result.sequences[:, width:]
             logp = torch.stack([torch.log_softmax(s.float(), dim=-1) for s in result.scores], dim=1)  # rows, steps, vocab
+            best = torch.stack([raw.argmax(dim=-1) for raw in result.logits], dim=1)  # rows, steps: free greedy's choice
             for row, i in enumerate(idx):
                 seq = generated[row].tolist()
                 seq = tuple(seq[: seq.index(trie.end) + 1]) if trie.end in seq else tuple(seq)
                 total = float(sum(logp[row, t, token] for t, token in enumerate(seq)))
-                out[i] = ConstrainedAnswer(trie.labels.get(seq, ""), float(torch.tensor(total).exp()))
+                greedy = all(int(best[row, t]) == token for t, token in enumerate(seq))
+                out[i] = ConstrainedAnswer(trie.labels.get(seq, ""), float(torch.tensor(total).exp()), greedy)
             bar.update(task, advance=len(idx))
     return [a for a in out if a is not None]
+
+
+def answers_within_labels(lm: LoadedModel, prompts: Sequence[list[int]], trie: LabelTrie, max_new_tokens: int,
+                          batch_size: int, label: str = "labels", progress: tuple[Progress, TaskID] | None = None,
+                          ) -> tuple[list[str], list[ConstrainedAnswer]]:
+    """Each prompt's free greedy answer and its answer within the labels, the free one decoded only where needed.
+
+    The constrained pass runs first; a row whose chosen tokens were all also free greedy's choice
+    (:attr:`ConstrainedAnswer.greedy`) and fit ``max_new_tokens`` has that label's text as its free
+    answer (what :func:`generate_batched` would give); the other rows are decoded freely.
+
+    Args:
+        lm: The model and tokenizer.
+        prompts: Token ids of each prompt.
+        trie: The labels' trie (:func:`label_trie`).
+        max_new_tokens: The free answer's longest length.
+        batch_size: Prompts decoded together.
+        label: Progress description.
+        progress: A caller's progress bar and task, advanced once per prompt by the constrained pass;
+            the free pass of the remaining rows adds a task of its own to the same bar.
+
+    Returns:
+        The free answers (special tokens removed) and the constrained answers, in the order of ``prompts``.
+    """
+    answers = constrained_answers(lm, prompts, trie, batch_size, label=label, progress=progress)
+    free = [""] * len(prompts)
+    rest = []
+    for i, answer in enumerate(answers):
+        seq = trie.sequences.get(answer.label)
+        if answer.greedy and seq is not None and len(seq) <= max_new_tokens:
+            free[i] = lm.tokenizer.decode(list(seq), skip_special_tokens=True).strip()
+        else:
+            rest.append(i)
+    if rest:
+        sub = None if progress is None else (progress[0], progress[0].add_task(
+            f"{label}: free answers of {len(rest)} rows off greedy", total=len(rest), info=""))
+        for i, text in zip(rest, generate_batched(lm, [prompts[i] for i in rest], max_new_tokens, batch_size,
+                                                  label=f"{label} (free answers)", progress=sub)):
+            free[i] = text
+    return free, answers
 
 
 @torch.no_grad()

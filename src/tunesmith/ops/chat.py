@@ -11,7 +11,7 @@ from tunesmith.data.prepare import Splits
 from tunesmith.evaluate.evaluator import constrains
 from tunesmith.evaluate.normalize import match_label
 from tunesmith.inference.classify import classify_batched, most_probable
-from tunesmith.inference.constrained import constrained_answers, label_trie
+from tunesmith.inference.constrained import answers_within_labels, label_trie
 from tunesmith.inference.generate import generate_batched
 from tunesmith.models.load import is_classifier
 from tunesmith.runs.folder import RunPaths
@@ -50,13 +50,15 @@ def chat_reply(run: RunPaths, cfg: Config, splits: Splits, prompt: str, max_new_
         label, probability = most_probable(labels, classify_batched(lm, [ids], 1, label="chat")[0])
         return ChatReply(label, label, probability)
     ids = encode_prompt(lm.tokenizer, example, splits.system_prompt, cfg.model.max_seq_len)
-    text = generate_batched(lm, [ids], max_new_tokens or cfg.eval.max_new_tokens, 1, label="chat")[0]
+    tokens = max_new_tokens or cfg.eval.max_new_tokens
+    if labels and constrains(cfg.objective.task, labels, splits.tasks, cfg.eval):
+        texts, answers = answers_within_labels(lm, [ids], label_trie(lm.tokenizer, labels, splits.system_prompt), tokens, 1,
+                                               label="chat")
+        return ChatReply(texts[0], answers[0].label, answers[0].probability, match_label(texts[0], labels))
+    text = generate_batched(lm, [ids], tokens, 1, label="chat")[0]
     if not labels:
         return ChatReply(text)
     free = match_label(text, labels)
-    if constrains(cfg.objective.task, labels, splits.tasks, cfg.eval):
-        answer = constrained_answers(lm, [ids], label_trie(lm.tokenizer, labels, splits.system_prompt), 1, label="labels")[0]
-        return ChatReply(text, answer.label, answer.probability, free)
     return ChatReply(text, free, None, free)
 
 

@@ -29,7 +29,7 @@ from tunesmith.data.quality import clean_example, scrub_pii
 from tunesmith.errors import DataError, UserError
 from tunesmith.evaluate.normalize import match_label
 from tunesmith.evaluate.evaluator import constrains
-from tunesmith.inference.constrained import constrained_answers, label_trie
+from tunesmith.inference.constrained import answers_within_labels, label_trie
 from tunesmith.inference.generate import generate_batched
 from tunesmith.inference.classify import classify_batched, most_probable
 from tunesmith.models.load import is_classifier
@@ -174,7 +174,6 @@ def predict_file(run: RunPaths, cfg: Config, splits: Splits, path: Path, out: Pa
     try:
         with make_progress() as bar:
             task = bar.add_task("predict", total=len(usable), info="")
-            labels_task = bar.add_task("within the labels", total=len(usable), info="") if trie else task
             for at in range(0, len(usable), CHUNK):
                 chunk = usable[at: at + CHUNK]
                 fit = (lambda ex: head_prompt(lm.tokenizer, ex, splits.system_prompt, cfg.model.max_seq_len)[0]) if head \
@@ -189,8 +188,11 @@ def predict_file(run: RunPaths, cfg: Config, splits: Splits, path: Path, out: Pa
                                      "probabilities": dict(zip(splits.labels or [], (round(p, 6) for p in probs)))})
                     writer.write(rows)
                     continue
-                outputs = generate_batched(lm, prompts, tokens, batch, progress=(bar, task))
-                answers = constrained_answers(lm, prompts, trie, batch, progress=(bar, labels_task)) if trie else None
+                answers = None
+                if trie:  # the free answer is read off the labels' pass wherever it is the same
+                    outputs, answers = answers_within_labels(lm, prompts, trie, tokens, batch, progress=(bar, task))
+                else:
+                    outputs = generate_batched(lm, prompts, tokens, batch, progress=(bar, task))
                 rows = []
                 for k, ((record, ex), output) in enumerate(zip(chunk, outputs)):
                     prediction, extra = output, {}
