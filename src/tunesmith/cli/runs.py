@@ -247,19 +247,36 @@ def export(
     run_ref: RunOpt,
     merge: Annotated[Optional[Path], typer.Option("--merge", help="New folder for the merged model (safetensors + tokenizer).")] = None,
     adapter: Annotated[Optional[Path], typer.Option("--adapter", help="New folder for the adapter alone, portable (PEFT format, its base named by hub id or your model.base).")] = None,
+    gguf: Annotated[Optional[Path], typer.Option("--gguf", help="New .gguf file: the merged model for llama.cpp and Ollama (a Modelfile is written beside it).")] = None,
+    quant: Annotated[str, typer.Option("--quant", help="GGUF weight type: f16, q8_0 or q4_0.")] = "f16",
+    vllm: Annotated[Optional[Path], typer.Option("--vllm", help="New folder: the adapter as vLLM loads it, and serve.sh with the vllm serve command.")] = None,
     runs_dir: RunsDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write a run's model for use elsewhere: merged into the base (--merge) or as a portable adapter (--adapter).
+    """Write a run's model for use elsewhere: merged (--merge), as a portable adapter (--adapter), as GGUF for
+    llama.cpp/Ollama (--gguf), or for vLLM (--vllm).
 
-    Both carry the run's system prompt in the chat template, a greedy generation config and a
-    model card (README.md) with the task, labels, metrics with intervals and the verdict.
+    The merged and adapter folders carry the run's system prompt in the chat template, a greedy
+    generation config and a model card (README.md) with the task, labels, metrics with intervals
+    and the verdict; the GGUF file carries the same chat template, its Modelfile the system prompt.
     """
-    if (merge is None) == (adapter is None):
-        raise typer.BadParameter("give one of --merge FOLDER (a full model) or --adapter FOLDER (the adapter alone)",
-                                 param_hint="--merge/--adapter")
+    chosen = [name for name, value in (("--merge", merge), ("--adapter", adapter), ("--gguf", gguf), ("--vllm", vllm))
+              if value is not None]
+    if len(chosen) != 1:
+        raise typer.BadParameter("give one of --merge FOLDER (a full model), --adapter FOLDER (the adapter alone), "
+                                 "--gguf FILE.gguf (llama.cpp, Ollama) or --vllm FOLDER", param_hint="/".join(chosen) or "--merge")
     run_paths, cfg, _ = load_run(run_ref, runs_dir)
     ops = lazy("tunesmith.ops.export")
+    if gguf is not None or vllm is not None:
+        result = ops.export_gguf(run_paths, cfg, gguf, quant) if gguf is not None else ops.export_vllm(run_paths, cfg, vllm)
+        if as_json:
+            emit(result)
+        elif gguf is not None:
+            print(f"GGUF ({result['quant']}): {result['gguf']} ({result['bytes'] / 1e6:.0f} MB); Ollama: "
+                  f"{result['modelfile']} (ollama create NAME -f Modelfile)")
+        else:
+            print(f"vLLM adapter: {result['adapter']}; serve it on a GPU with {result['serve_sh']}")
+        return
     result = ops.export_merged(run_paths, cfg, merge) if merge else ops.export_adapter(run_paths, cfg, adapter)
     if as_json:
         emit(result)

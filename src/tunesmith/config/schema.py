@@ -490,6 +490,57 @@ class SweepConfig(_Section):
     {train.lr: {low: 1e-4, high: 3e-3, log: true}, adapter.r: {choices: [8, 16, 32]}}."""
 
 
+class ServeLimits(_Section):
+    """What one request may ask of ``tunesmith serve``; over a limit, the request gets a 4xx naming the field."""
+
+    max_body_bytes: int = Field(1_000_000, gt=0)
+    """Largest request body (413 beyond it)."""
+    max_prompt_tokens: int | None = Field(None, gt=0)
+    """Longest prompt in tokens as rendered (400 beyond it); None: the served run's model.max_seq_len."""
+    max_tokens: int = Field(512, gt=0)
+    """Largest ``max_tokens`` a request may ask for (400 beyond it)."""
+    default_max_tokens: int = Field(256, gt=0)
+    """``max_tokens`` when a request gives none."""
+    max_queue: int = Field(256, gt=0)
+    """Requests waiting for a place in the running batch; beyond it requests get 429."""
+    max_batch: int = Field(32, gt=0)
+    """Rows decoded together (continuous batching: requests join and leave between decode steps)."""
+
+
+class ServeLog(_Section):
+    """The request log: every request and answer, with the feedback users give."""
+
+    enabled: bool = True
+    """Record every request and response (set false to opt out)."""
+    path: Path = Path("logs/requests.sqlite")
+    """The log's SQLite file (relative to the project file)."""
+    scrub_pii: bool = True
+    """Replace personal data (e-mail, phone, card, IBAN...; the data step's scrubber) before anything is written."""
+
+
+class ServeConfig(_Section):
+    """``tunesmith serve``: an OpenAI-compatible server for the base model and runs' adapters."""
+
+    host: str = "127.0.0.1"
+    """Address to bind; anything but loopback needs an API key."""
+    port: int = Field(8000, ge=0, le=65535)
+    """Port to listen on (0: any free port, printed at start)."""
+    runs: list[str] = Field(default_factory=list)
+    """Runs (id, folder or alias) whose adapters are served, each under its run id."""
+    adapters: dict[str, str] = Field(default_factory=dict)
+    """More adapters by name: name -> adapter folder."""
+    api_key_env: str = "TUNESMITH_API_KEY"
+    """Environment variable holding the API key clients must send (``Authorization: Bearer KEY``)."""
+    admin_key_env: str = "TUNESMITH_ADMIN_KEY"
+    """Environment variable holding the key that adds and removes adapters; unset: the API key does."""
+    limits: ServeLimits = Field(default_factory=ServeLimits)
+    """Request limits and batching."""
+    log: ServeLog = Field(default_factory=ServeLog)
+    """The request log."""
+    shutdown_seconds: float = Field(30.0, gt=0)
+    """On SIGTERM, how long requests in flight may take to finish."""
+
+
 class Config(_Section):
     """A tunesmith project file."""
 
@@ -509,6 +560,8 @@ class Config(_Section):
     """Evaluation."""
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     """Hyperparameter search (``tunesmith sweep``): search space, number of trials, pruning."""
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    """The OpenAI-compatible server (``tunesmith serve``): what it serves, limits, request log."""
 
     @model_validator(mode="after")
     def _head_fits_the_task(self) -> Config:

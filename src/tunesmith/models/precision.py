@@ -85,3 +85,31 @@ def forget_casts() -> None:
     """Drop every cast :func:`cast_once` keeps (the fast path does when training ends)."""
     with _casts_lock:
         _casts.clear()
+
+
+def inference_weights(model: torch.nn.Module, dtype: torch.dtype | None) -> int:
+    """Store the linear layers' weights in ``dtype`` for inference under autocast to ``dtype`` (no-op for None).
+
+    Autocast casts an fp32 weight to bf16 at every call, and it keeps the cast only for weights
+    that train; a frozen model (a served base, its adapters) pays the whole model's cast at every
+    decoding step, more than the step's own products cost. Stored in bf16, the products are the
+    same bf16 products (a test pins the logits), and embeddings and norms stay in fp32 as autocast
+    leaves them. An output head tied to the embedding gets a bf16 copy of its own.
+
+    Returns:
+        How many weights were converted.
+    """
+    if dtype is None:
+        return 0
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    done = 0
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, torch.nn.Linear) or module.weight.dtype != torch.float32:
+                continue
+            if id(module.weight) in embeddings:  # tied: the embedding keeps its fp32 weight
+                module.weight = torch.nn.Parameter(module.weight.detach().to(dtype), requires_grad=False)
+            else:
+                module.weight.data = module.weight.data.to(dtype)
+            done += 1
+    return done

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,67 @@ def export_adapter(run: RunPaths, cfg: Config, out: Path) -> dict[str, Any]:
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     return {"run": run.id, "method": method, "out": str(out), "bytes": size, "base": base, "base_note": note,
             "system_prompt_in_chat_template": bool(splits.system_prompt)}
+
+
+def export_gguf(run: RunPaths, cfg: Config, out: Path, quant: str = "f16") -> dict[str, Any]:
+    """The run's merged model as one GGUF file for llama.cpp, with an Ollama ``Modelfile`` beside it.
+
+    Raises:
+        UserError: ``out`` exists, the run cannot be merged, or the model is not Llama-family.
+    """
+    from tunesmith.ops.gguf_export import modelfile, write_gguf
+
+    if out.exists():
+        raise UserError(f"{out} exists; choose a new file for the GGUF model")
+    if out.suffix != ".gguf":
+        raise UserError(f"{out}: a GGUF file's name ends in .gguf")
+    if cfg.adapter.head == "classify":
+        raise UserError("a classification-head run has no language-model head for llama.cpp; use --merge")
+    with tempfile.TemporaryDirectory(prefix="tunesmith-merge-") as tmp:
+        merged = export_merged(run, cfg, Path(tmp) / "merged")
+        result = write_gguf(Path(merged["out"]), out, quant, name=f"{cfg.project.name}-{run.id}")
+        splits = Splits.load(run.data)
+        tok = load_tokenizer(Path(merged["out"]))
+    (out.parent / "Modelfile").write_text(modelfile(out.name, splits.system_prompt, tok.eos_token), encoding="utf-8")
+    return {"run": run.id, **result, "modelfile": str(out.parent / "Modelfile")}
+
+
+#: The files vLLM's LoRA loader reads from an adapter folder.
+VLLM_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def export_vllm(run: RunPaths, cfg: Config, out: Path) -> dict[str, Any]:
+    """The run's adapter in the layout vLLM loads (``--enable-lora``), with a ``serve.sh`` that serves it.
+
+    The folder holds only what vLLM's LoRA loader accepts: ``adapter_config.json`` (base named by
+    hub id) and ``adapter_model.safetensors``; ``serve.sh`` has the exact ``vllm serve`` command.
+
+    Raises:
+        UserError: ``out`` is not empty, or the adapter is not a LoRA vLLM can load.
+    """
+    _check_empty(out, "vLLM adapter")
+    source = find_adapter(str(run.root), cfg.project.runs_dir)
+    adapter_config = json.loads((source / "adapter_config.json").read_text()) if (source / "adapter_config.json").is_file() else {}
+    if adapter_config.get("peft_type") != "LORA" or adapter_config.get("use_dora") or cfg.adapter.head == "classify":
+        raise UserError(f"vLLM serves LoRA adapters of language models; run {run.id} has a {saved_method(source)} "
+                        f"adapter{' with a classification head' if cfg.adapter.head == 'classify' else ''}: "
+                        "use `tunesmith export --merge` and serve the merged folder")
+    if adapter_config.get("modules_to_save"):
+        raise UserError(f"run {run.id}'s adapter also trains {adapter_config['modules_to_save']} in full, which vLLM's "
+                        "LoRA loader refuses; use `tunesmith export --merge`")
+    base, note = portable_base(cfg.model.base)
+    folder = out / "adapter"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source / "adapter_model.safetensors", folder / "adapter_model.safetensors")
+    adapter_config["base_model_name_or_path"] = base
+    (folder / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")
+    rank = int(adapter_config.get("r", 8))
+    rank = next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank), rank)  # the values vLLM accepts
+    command = f'vllm serve {base} --enable-lora --lora-modules {run.id}="$HERE/adapter" --max-lora-rank {rank} --max-loras 4'
+    script = out / "serve.sh"
+    script.write_text(f"#!/usr/bin/env bash\n# Serve the adapter of run {run.id} with vLLM on a GPU (pip install vllm); clients "
+                      f"ask for model '{run.id}',\n# or for '{base}' without the adapter. More flags go after the command.\n"
+                      f'set -euo pipefail\nHERE="$(cd "$(dirname "$0")" && pwd)"\nexec {command} "$@"\n', encoding="utf-8")
+    script.chmod(0o755)
+    return {"run": run.id, "out": str(out), "adapter": str(folder), "files": sorted(p.name for p in folder.iterdir()),
+            "base": base, "base_note": note, "serve_sh": str(script), "command": command}
