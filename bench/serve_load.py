@@ -8,8 +8,8 @@ and a 64-token generation, greedy. For each server it prints requests/s, generat
 p50/p95 latency and time to first token (streamed), and errors; then the ratios.
 
 - (a) the baseline, the way a user would write it: FastAPI + uvicorn, one request at a time
-  under a lock, `PeftModel.set_adapter` then `model.generate` per request (bf16 autocast where the
-  CPU has it, as tunesmith uses);
+  under a lock, `PeftModel.set_adapter` then `model.generate` per request, in fp32 (bf16 autocast
+  would make it slower: it casts the frozen weights anew at every call; `--baseline-bf16` shows it);
 - (b) `tunesmith serve`: continuous batching, rows of every adapter in one batch.
 
 Goal: (b) at least 5x (a)'s throughput at 32 clients with p95 latency no worse.
@@ -66,14 +66,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
-base, port, adapters = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+base, port, adapters = sys.argv[1], int(sys.argv[2]), sys.argv[3:-1]
 tok = AutoTokenizer.from_pretrained(base)
 model = AutoModelForCausalLM.from_pretrained(base)
 model = PeftModel.from_pretrained(model, adapters[0], adapter_name="adapter0")
 for i, path in enumerate(adapters[1:], start=1):
     model.load_adapter(path, adapter_name=f"adapter{i}")
 model.eval()
-bf16 = sys.argv[-1] != "fp32" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+bf16 = sys.argv[-1] == "bf16"
 lock = threading.Lock()
 app = FastAPI()
 
@@ -165,6 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--requests", type=int, default=128)
+    ap.add_argument("--baseline-bf16", action="store_true", help="run the baseline under bf16 autocast")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -180,7 +181,8 @@ def main() -> None:
     port = free_port()
     script = tmp / "baseline_server.py"
     script.write_text(BASELINE)
-    proc = subprocess.Popen([sys.executable, str(script), str(base), str(port), *map(str, adapters)], env=env,
+    precision = ["bf16"] if args.baseline_bf16 else ["fp32"]
+    proc = subprocess.Popen([sys.executable, str(script), str(base), str(port), *map(str, adapters), *precision], env=env,
                             stderr=subprocess.PIPE, text=True)
     try:
         wait_up(f"http://127.0.0.1:{port}/v1", proc)

@@ -19,9 +19,10 @@ LAYERS = [
     {"inference"},
     {"evaluate"},
     {"report"},
-    {"runs", "tracking"},
+    {"runs", "tracking", "monitor"},
     {"steps"},
     {"recipes", "ops", "plan"},
+    {"serve"},
     {"cli", "__main__"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}

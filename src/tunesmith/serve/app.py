@@ -157,8 +157,15 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         model = getattr(request.state, "model", "-")
         state.metrics.errors.labels(model, exc.code or str(exc.status)).inc()
-        state.metrics.requests.labels(model, request.url.path, str(exc.status)).inc()
+        endpoint = {"/v1/chat/completions": "chat.completions", "/v1/completions": "completions"}.get(
+            request.url.path, request.url.path)
+        state.metrics.requests.labels(model, endpoint, str(exc.status)).inc()
         return _error(exc)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        state.metrics.errors.labels(getattr(request.state, "model", "-"), "internal").inc()
+        return _error(ApiError(500, f"the server failed on this request: {type(exc).__name__}", None, "internal_error"))
 
     @app.exception_handler(404)
     async def _not_found(request: Request, exc: Exception) -> JSONResponse:

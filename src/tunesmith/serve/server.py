@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,10 +111,10 @@ def build_state(cfg: Config, opts: ServeOptions, status: Callable[[str], None] =
     served: dict[str, Served] = {name: Served(name, info={"base": base, "path": str(path)},
                                               max_seq_len=model_cfg.max_seq_len)}
     engine = Engine(lm, name, cfg.serve.limits.max_batch, cfg.serve.limits.max_queue,
-                    on_step=lambda running, waiting: metrics.step(running, waiting, list(served)))
+                    on_step=lambda running, waiting: metrics.step(running, waiting, list(served)), thread=False)
     for one in adapters:
         status(f"Loading adapter {one.name} from {one.adapter}")
-        engine.add_adapter(one.name, one.adapter).result()
+        engine.load_adapter_now(one.name, one.adapter)
         served[one.name] = one.with_tokenizer(lm.tokenizer)
     log = None
     if cfg.serve.log.enabled:
@@ -159,7 +161,25 @@ def run_server(state: ServerState, sock: socket.socket, announce: Callable[[dict
     app = create_app(state, on_shutdown=lambda: shutdown(state))
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=int(state.config.shutdown_seconds),
                             access_log=False)
+    server = uvicorn.Server(config)
+
+    def http() -> None:
+        try:
+            server.run(sockets=[sock])
+        finally:
+            shutdown(state)  # also when uvicorn could not start: the engine loop below must end
+
+    def stop(signum: int, frame: Any) -> None:
+        server.should_exit = True  # uvicorn stops accepting, finishes requests in flight, then shuts the engine
+
+    # The engine runs in the main thread (PyTorch's CPU kernels ran a third faster there than in a second
+    # thread), HTTP in a thread of its own; so the signals are handled here and passed on to uvicorn.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    thread = threading.Thread(target=http, name="tunesmith-http", daemon=True)
+    thread.start()
     announce({"url": f"http://{host if ':' not in host else f'[{host}]'}:{port}/v1", "host": host, "port": port,
               "models": list(state.served), "auth": state.api_key is not None,
               "log": str(state.log.path) if state.log else None})
-    uvicorn.Server(config).run(sockets=[sock])
+    state.engine.run()
+    thread.join(state.config.shutdown_seconds + 10)
