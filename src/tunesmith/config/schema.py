@@ -496,7 +496,8 @@ class ServeLimits(_Section):
     max_body_bytes: int = Field(1_000_000, gt=0)
     """Largest request body (413 beyond it)."""
     max_prompt_tokens: int | None = Field(None, gt=0)
-    """Longest prompt in tokens as rendered (400 beyond it); None: the served run's model.max_seq_len."""
+    """Longest prompt in tokens as rendered (400 beyond it); None: the base model's context length. A prompt within
+    it but over the served run's model.max_seq_len is shortened in its middle, as evaluation shortened it."""
     max_tokens: int = Field(512, gt=0)
     """Largest ``max_tokens`` a request may ask for (400 beyond it)."""
     default_max_tokens: int = Field(256, gt=0)

@@ -117,16 +117,20 @@ def _chat_prompt(state: ServerState, served: Served, messages: list[Message]) ->
                       turns=turns + [{"role": "assistant", "content": ""}] if len(turns) > 1 else None)
     tok = state.tokenizer
     full = len(tok(render_prompt_text(tok, example, served.system_prompt), add_special_tokens=False)["input_ids"])
-    limit = state.config.limits.max_prompt_tokens or state.context_length
-    if full > limit:
-        raise ApiError(400, f"the prompt takes {full} tokens, over the limit of {limit} (serve.limits.max_prompt_tokens)",
-                       "messages", "context_length_exceeded")
+    _check_prompt_length(state, full, "messages")
     try:
         ids, shortened = fit_prompt(tok, example, served.system_prompt, served.max_seq_len)
     except DataError as exc:
         raise ApiError(400, str(exc), "messages", "context_length_exceeded") from None
     logged = [{"role": "system", "content": s} for s in system] + turns
     return ids, shortened, logged
+
+
+def _check_prompt_length(state: ServerState, tokens: int, param: str) -> None:
+    limit = state.config.limits.max_prompt_tokens or state.context_length
+    if tokens > limit:
+        raise ApiError(400, f"the prompt takes {tokens} tokens, over the limit of {limit} (serve.limits.max_prompt_tokens)",
+                       param, "context_length_exceeded")
 
 
 def _sampling(state: ServerState, req: ChatRequest | CompletionRequest, logprobs: int | None) -> Sampling:
@@ -192,12 +196,16 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
             {"id": name, "object": "model", "created": state.started, "owned_by": "tunesmith", "tunesmith": s.info}
             for name, s in state.served.items()]}
 
+    async def read(request: Request, kind: type[ChatRequest] | type[CompletionRequest]) -> tuple[Any, Served]:
+        """The checked key, the validated body and the served model it names."""
+        _check_key(request, state.api_key)
+        req = parse(kind, await _body(request, state.config.limits.max_body_bytes))
+        request.state.model = req.model
+        return req, state.model(req.model)
+
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
-        _check_key(request, state.api_key)
-        req: ChatRequest = parse(ChatRequest, await _body(request, state.config.limits.max_body_bytes))
-        served = state.model(req.model)
-        request.state.model = req.model
+        req, served = await read(request, ChatRequest)
         ids, shortened, logged = _chat_prompt(state, served, req.messages)
         constrained = served.trie is not None and (req.tunesmith is None or req.tunesmith.constrained is not False)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
@@ -209,15 +217,9 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        _check_key(request, state.api_key)
-        req: CompletionRequest = parse(CompletionRequest, await _body(request, state.config.limits.max_body_bytes))
-        served = state.model(req.model)
-        request.state.model = req.model
+        req, served = await read(request, CompletionRequest)
         ids = state.tokenizer(req.text())["input_ids"]
-        limit = state.config.limits.max_prompt_tokens or state.context_length
-        if len(ids) > limit:
-            raise ApiError(400, f"the prompt takes {len(ids)} tokens, over the limit of {limit} "
-                                "(serve.limits.max_prompt_tokens)", "prompt", "context_length_exceeded")
+        _check_prompt_length(state, len(ids), "prompt")
         if not ids:
             raise ApiError(400, "the prompt is empty", "prompt")
         job = Job(served.name if served.adapter else _base(state), ids, _sampling(state, req, req.logprobs))
