@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +23,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def llama_worker(gguf_file: str, texts_file: str, out_file: str, max_tokens: int, n_ctx: int) -> None:
+    """Answer the prompts with llama.cpp, in a process of its own: llama.cpp's OpenMP and PyTorch's do not
+    share a process (loading both crashed with a segmentation fault)."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=gguf_file, n_ctx=n_ctx, verbose=False, seed=0)
+    texts = json.loads(Path(texts_file).read_text())
+    got = [llm.create_completion(t, max_tokens=max_tokens, temperature=0.0, top_k=1)["choices"][0]["text"].strip()
+           for t in texts]
+    Path(out_file).write_text(json.dumps(got))
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--llama-worker":
+        llama_worker(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True)
     ap.add_argument("--runs-dir", type=Path, default=Path("runs"))
@@ -30,11 +46,11 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    try:
-        from llama_cpp import Llama
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
         print("llama-cpp-python is not installed: pip install llama-cpp-python", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(2)
     sys.path.insert(0, str(ROOT / "src"))
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -57,12 +73,17 @@ def main() -> None:
             gen = model.generate(**ids, max_new_tokens=args.max_new_tokens, do_sample=False)
         want.append(tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
     result = {"run": run.id, "rows": len(examples)}
+    (out / "texts.json").write_text(json.dumps(texts))
     for quant in ("f16", "q8_0"):
         file = out / quant / "model.gguf"
         export_gguf(run, cfg, file, quant)
-        llm = Llama(model_path=str(file), n_ctx=max(cfg.model.max_seq_len * 2, 1024), verbose=False, seed=0)
-        got = [llm.create_completion(text, max_tokens=args.max_new_tokens, temperature=0.0, top_k=1)["choices"][0]["text"].strip()
-               for text in texts]
+        done = subprocess.run([sys.executable, __file__, "--llama-worker", str(file), str(out / "texts.json"),
+                               str(out / f"{quant}.json"), str(args.max_new_tokens),
+                               str(max(cfg.model.max_seq_len * 2, 1024))])
+        if done.returncode != 0:  # llama.cpp itself failed: say so rather than count it as disagreement
+            result[quant] = {"llama_cpp_failed": done.returncode}
+            continue
+        got = json.loads((out / f"{quant}.json").read_text())
         same = sum(g == w for g, w in zip(got, want))
         result[quant] = {"agree": same, "share": round(same / len(texts), 4),
                          "examples": [(w, g) for w, g in zip(want, got) if w != g][:3]}
@@ -71,6 +92,9 @@ def main() -> None:
         return
     for quant in ("f16", "q8_0"):
         r = result[quant]
+        if "llama_cpp_failed" in r:
+            print(f"{quant}: llama.cpp exited with {r['llama_cpp_failed']} on this file")
+            continue
         print(f"{quant}: {r['agree']}/{len(texts)} answers equal the merged model's ({r['share']:.1%})")
 
 

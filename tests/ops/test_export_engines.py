@@ -47,6 +47,24 @@ def test_gguf_reads_back_as_the_merged_model(run, tmp_path, quant, tolerance):
     assert tok("Where is my card arriving?")["input_ids"] == ref("Where is my card arriving?")["input_ids"]
 
 
+def test_rope_base_travels_from_either_config_layout(run, tmp_path):
+    import gguf
+
+    from tunesmith.ops.gguf_export import write_gguf
+
+    merged = tmp_path / "merged"
+    assert runner.invoke(app, ["export", "--run", str(run.root), "--merge", str(merged)]).exit_code == 0
+    config = json.loads((merged / "config.json").read_text())
+    for layout in ({"rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}}, {"rope_theta": 50000.0}):
+        clean = {k: v for k, v in config.items() if k not in ("rope_parameters", "rope_theta")}
+        (merged / "config.json").write_text(json.dumps({**clean, **layout}))
+        out = tmp_path / f"{len(layout)}-{id(layout)}.gguf"
+        write_gguf(merged, out)
+        field = gguf.GGUFReader(out).fields["llama.rope.freq_base"]
+        want = layout.get("rope_theta") or layout["rope_parameters"]["rope_theta"]
+        assert float(field.parts[field.data[0]][0]) == want
+
+
 def test_rotary_permutation_matches_llama_cpps_and_transformers_undoes_it():
     from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 

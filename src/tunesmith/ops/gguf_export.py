@@ -129,9 +129,11 @@ def write_gguf(folder: Path, out: Path, quant: str = "f16", name: str = "tunesmi
         raise UserError(f"GGUF export writes Llama-family models; this one is {arch} ({config.get('model_type')}). "
                         "Export it with `tunesmith export --merge DIR` and convert DIR with llama.cpp's "
                         "convert_hf_to_gguf.py, which knows every architecture")
-    if config.get("rope_scaling"):
+    rope = config.get("rope_parameters") or {}  # transformers 5 keeps rope_theta here, 4.x at the top level
+    if config.get("rope_scaling") or rope.get("rope_type", "default") != "default":
         raise UserError("the model uses rope scaling, which this writer does not carry: use llama.cpp's "
                         "convert_hf_to_gguf.py on the `export --merge` folder")
+    rope_theta = float(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
     hidden = config["hidden_size"]
     head_dim = config.get("head_dim") or hidden // heads
@@ -154,7 +156,7 @@ def write_gguf(folder: Path, out: Path, quant: str = "f16", name: str = "tunesmi
     writer.add_head_count(heads)
     writer.add_head_count_kv(kv_heads)
     writer.add_layer_norm_rms_eps(config.get("rms_norm_eps", 1e-5))
-    writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
+    writer.add_rope_freq_base(rope_theta)
     writer.add_vocab_size(config["vocab_size"])
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
