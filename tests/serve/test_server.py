@@ -185,3 +185,13 @@ def test_binding_beyond_loopback_without_a_key_is_refused(tmp_path, monkeypatch)
     assert res.exit_code == 2 and "loopback" in res.output
     res = runner.invoke(app, ["serve"])
     assert res.exit_code == 2 and "API key" in res.output
+
+
+def test_adapters_load_from_safetensors_only(tmp_path):
+    from tunesmith.errors import UserError
+    from tunesmith.serve.served import served_adapter
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    (tmp_path / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(UserError, match="safetensors only"):
+        served_adapter("x", tmp_path)

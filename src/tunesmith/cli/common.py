@@ -120,4 +120,5 @@ def print_outcome(summary: dict[str, Any]) -> None:
     print(f"Report: {summary['report_html']} (also {summary['report']})")
     run_id = summary["run_id"]
     console.print(f"Next: tunesmith chat --run {run_id} \"a message\" | tunesmith predict --run {run_id} FILE | "
-                  f"tunesmith export --run {run_id} --merge DIR | tunesmith runs", highlight=False, soft_wrap=True)
+                  f"tunesmith serve --run {run_id} | tunesmith export --run {run_id} --merge DIR | tunesmith runs",
+                  highlight=False, soft_wrap=True)

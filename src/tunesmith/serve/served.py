@@ -68,6 +68,9 @@ def check_mixable(path: Path) -> None:
     if not config.is_file():
         raise UserError(f"{path}: no adapter_config.json; serve takes PEFT LoRA adapters "
                         "(a run's adapter folder or `tunesmith export --adapter`)")
+    if not (path / "adapter_model.safetensors").is_file():
+        raise UserError(f"{path}: no adapter_model.safetensors; serve loads weights from safetensors only "
+                        "(a pickled adapter_model.bin can run code when loaded)")
     kind = json.loads(config.read_text()).get("peft_type")
     if kind not in MIXABLE:
         raise UserError(f"{path}: a {kind} adapter; serve batches LoRA adapters (lora, dora, rslora) only, "
