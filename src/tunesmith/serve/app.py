@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from tunesmith.data.encode import fit_prompt, render_prompt_text
+from tunesmith.data.encode import fit_prompt, head_prompt, render_prompt_text
 from tunesmith.data.examples import Example
 from tunesmith.errors import DataError, UserError
 from tunesmith.inference.engine import Completion, Engine, EngineStopped, Job, QueueFull, Sampling
@@ -30,7 +30,7 @@ from tunesmith.monitor.requestlog import Feedback, LoggedRequest, RequestLog
 from tunesmith.serve.metrics import ServerMetrics
 from tunesmith.serve.schemas import (AdapterRequest, ApiError, ChatRequest, CompletionRequest, FeedbackRequest,
                                      Message, parse)
-from tunesmith.serve.served import Served, served_adapter, served_run
+from tunesmith.serve.served import Served, load_classifier, served_adapter, served_run
 from tunesmith.config import ServeConfig
 
 
@@ -59,6 +59,9 @@ class ServerState:
     context_length: int
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     started: int = field(default_factory=lambda: int(time.time()))
+    base_path: Path | None = None
+    precision: str = "auto"
+    trust_remote_code: bool = False
 
     @property
     def tokenizer(self) -> Any:
@@ -206,6 +209,8 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         req, served = await read(request, ChatRequest)
+        if served.classifier is not None:
+            return await _classify(state, req, served)
         ids, shortened, logged = _chat_prompt(state, served, req.messages)
         constrained = served.trie is not None and (req.tunesmith is None or req.tunesmith.constrained is not False)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
@@ -218,6 +223,9 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         req, served = await read(request, CompletionRequest)
+        if served.classifier is not None:
+            raise ApiError(400, f"{req.model} has a classification head: it answers chat messages with a label "
+                                "(POST /v1/chat/completions)", "model", "classifier_only")
         ids = state.tokenizer(req.text())["input_ids"]
         _check_prompt_length(state, len(ids), "prompt")
         if not ids:
@@ -262,11 +270,16 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
             raise ApiError(409, f"{served.name!r} is already served; DELETE /v1/adapters/{served.name} first", "name",
                            "already_served")
         try:
-            await asyncio.wrap_future(state.engine.add_adapter(served.name, served.adapter))
+            if served.head:
+                await asyncio.to_thread(load_classifier, served, state.base_path, state.precision,
+                                        state.trust_remote_code)
+            else:
+                await asyncio.wrap_future(state.engine.add_adapter(served.name, served.adapter))
         except Exception as exc:  # noqa: BLE001 - a folder PEFT cannot load is the client's error, not the server's
             raise ApiError(400, f"cannot load the adapter: {exc}", "path", "bad_adapter") from None
         state.served[served.name] = served.with_tokenizer(state.tokenizer)
-        set_opening(state, served)
+        if not served.head:
+            set_opening(state, served)
         return {"object": "adapter", "id": served.name, "tunesmith": served.info}
 
     @app.delete("/v1/adapters/{name}")
@@ -276,7 +289,8 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         if served.adapter is None:
             raise ApiError(400, "the base model is always served", "name", "cannot_remove_base")
         del state.served[name]
-        state.engine.remove_adapter(name)
+        if served.classifier is None:
+            state.engine.remove_adapter(name)
         return {"object": "adapter", "id": name, "deleted": True}
 
     return app
@@ -322,6 +336,61 @@ def _submit(state: ServerState, job: Job) -> None:
         raise ApiError(503, str(exc), None, "shutting_down") from None
     except KeyError:
         raise ApiError(404, f"the model {job.adapter!r} is no longer served", "model", "model_not_found") from None
+
+
+async def _classify(state: ServerState, req: ChatRequest, served: Served) -> Response:
+    """A classification-head run's answer: one forward pass, the most probable label, every label's probability."""
+    from rich.progress import Progress
+
+    from tunesmith.inference.classify import classify_batched, most_probable
+
+    lm = served.classifier
+    turns = [m for m in req.messages if m.role not in ("system", "developer")]
+    if not turns or turns[-1].role != "user":
+        raise ApiError(400, "the last message must be the user's", "messages")
+    system = [m.text() for m in req.messages if m.role in ("system", "developer")]
+    example = Example(id="request", prompt=turns[-1].text(), target="", system="\n".join(system) if system else None)
+    full = len(lm.tokenizer(render_prompt_text(lm.tokenizer, example, served.system_prompt),
+                            add_special_tokens=False)["input_ids"])
+    _check_prompt_length(state, full, "messages")
+    try:
+        ids, shortened = head_prompt(lm.tokenizer, example, served.system_prompt, served.max_seq_len)
+    except DataError as exc:
+        raise ApiError(400, str(exc), "messages", "context_length_exceeded") from None
+    arrived = time.perf_counter()
+
+    def forward() -> list[float]:
+        with served.lock, Progress(disable=True) as quiet:  # one forward at a time on this model
+            return classify_batched(lm, [ids], 1, progress=(quiet, quiet.add_task("serve", total=1)))[0]
+
+    probs = await asyncio.to_thread(forward)
+    label, probability = most_probable(served.labels or [], probs)
+    took = time.perf_counter() - arrived
+    c = Completion(text=label, finish_reason="stop", prompt_tokens=len(ids), completion_tokens=0, label=label,
+                   probability=probability, seconds=took, first_token_seconds=took)
+    rid = f"chatcmpl-{uuid.uuid4().hex}"
+    logged = [{"role": "system", "content": x} for x in system] + [{"role": m.role, "content": m.text()} for m in turns]
+    await _record(state, req, served, rid, "chat.completions", logged, c, arrived)
+    extra = {"truncated": shortened, "probabilities": dict(zip(served.labels or [], (round(p, 6) for p in probs)))}
+    created = int(time.time())
+    if not req.stream:
+        return JSONResponse(_reply("chat.completions", rid, req.model, created, c, extra))
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> str:
+        return "data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "created": created,
+                                      "model": req.model, "choices": [{"index": 0, "delta": delta,
+                                                                       "finish_reason": finish, "logprobs": None}],
+                                      **more}, ensure_ascii=False) + "\n\n"
+
+    async def events() -> AsyncIterator[str]:
+        yield chunk({"role": "assistant", "content": label})
+        yield chunk({}, "stop", tunesmith=_extension(c, extra))
+        if req.stream_options is not None and req.stream_options.include_usage:
+            yield "data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "created": created,
+                                         "model": req.model, "choices": [], "usage": _usage(c)}) + "\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def _usage(c: Completion) -> dict[str, int]:

@@ -9,6 +9,7 @@ says about it.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 from tunesmith.config import Config, load_config
 from tunesmith.errors import UserError
 from tunesmith.inference.constrained import LabelTrie, label_trie
-from tunesmith.models.adapters import has_adapter
+from tunesmith.models.adapters import has_adapter, load_adapter
+from tunesmith.models.load import LoadedModel, load_base_model
+from tunesmith.models.precision import inference_weights
 from tunesmith.report.schema import read_report_if_any
 from tunesmith.runs.folder import RunPaths
 from tunesmith.runs.store import find_known_run
@@ -39,6 +42,9 @@ class Served:
         max_seq_len: Prompts are fitted to this many tokens as evaluation fitted them.
         info: What ``/v1/models`` shows under ``tunesmith``: run id, task, data hash, verdict, metric, interval.
         trie: The labels' token trie (set once the tokenizer is known).
+        classifier: For a classification-head run (``adapter.head: classify``), its own model: the base with
+            the run's head and adapter, answering by one forward pass (not through the batching engine,
+            whose rows share one language-model head).
     """
 
     name: str
@@ -50,10 +56,13 @@ class Served:
     max_seq_len: int = 2048
     info: dict[str, Any] = field(default_factory=dict)
     trie: LabelTrie | None = None
+    classifier: LoadedModel | None = None
+    head: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def with_tokenizer(self, tokenizer: Any) -> Served:
         """Build the label trie (classification runs) with the served tokenizer."""
-        if self.constrained and self.labels:
+        if self.constrained and self.labels and not self.head:
             self.trie = label_trie(tokenizer, self.labels, self.system_prompt)
         return self
 
@@ -88,9 +97,7 @@ def served_run(ref: str, runs_dir: Path) -> tuple[Served, Config]:
     cfg, _ = load_config(run.config, stored=True)
     if not has_adapter(run.adapter):
         raise UserError(f"run {run.id} has no saved adapter in {run.adapter}")
-    if cfg.adapter.head == "classify":
-        raise UserError(f"run {run.id} has a classification head (adapter.head: classify); serve answers with "
-                        "language-model adapters only so far: use `tunesmith predict` for head runs")
+    head = cfg.adapter.head == "classify"
     check_mixable(run.adapter)
     manifest = json.loads((run.data / "manifest.json").read_text()) if (run.data / "manifest.json").is_file() else {}
     labels = manifest.get("labels") if not manifest.get("tasks") else None
@@ -104,9 +111,23 @@ def served_run(ref: str, runs_dir: Path) -> tuple[Served, Config]:
                     metric=report.objective.metric, value=report.primary(),
                     baseline=report.primary("baseline"), target=report.objective.target,
                     interval=None if iv is None else [iv.low, iv.high])
-    served = Served(run.id, run.adapter, run, manifest.get("system_prompt"), labels, constrained,
-                    cfg.model.max_seq_len, info)
+    served = Served(run.id, run.adapter, run, manifest.get("system_prompt"), labels, constrained and not head,
+                    cfg.model.max_seq_len, info, head=head)
     return served, cfg
+
+
+def load_classifier(served: Served, base: Path, precision: str, trust_remote_code: bool) -> Served:
+    """Give a classification-head run its own model: the base with the run's head and adapter, bf16 weights
+    where autocast is bf16.
+
+    Raises:
+        ModelError: The adapter does not fit the base.
+    """
+    lm = load_base_model(base, precision, trust_remote_code, labels=served.labels)
+    lm.model = load_adapter(lm.model, served.adapter).eval()
+    inference_weights(lm.model, lm.autocast_dtype)
+    served.classifier = lm
+    return served
 
 
 def served_adapter(name: str, path: Path) -> Served:

@@ -24,7 +24,7 @@ from tunesmith.models.resolve import resolve_base
 from tunesmith.monitor.requestlog import RequestLog
 from tunesmith.serve.app import ServerState, create_app, set_opening
 from tunesmith.serve.metrics import ServerMetrics
-from tunesmith.serve.served import Served, served_adapter, served_run
+from tunesmith.serve.served import Served, load_classifier, served_adapter, served_run
 
 
 def is_loopback(host: str) -> bool:
@@ -114,6 +114,9 @@ def build_state(cfg: Config, opts: ServeOptions, status: Callable[[str], None] =
                     on_step=lambda running, waiting: metrics.step(running, waiting, list(served)), thread=False)
     for one in adapters:
         status(f"Loading adapter {one.name} from {one.adapter}")
+        if one.head:  # a classification head: a model of its own beside the engine's
+            served[one.name] = load_classifier(one, path, model_cfg.precision, model_cfg.trust_remote_code)
+            continue
         engine.load_adapter_now(one.name, one.adapter)
         served[one.name] = one.with_tokenizer(lm.tokenizer)
     log = None
@@ -121,9 +124,11 @@ def build_state(cfg: Config, opts: ServeOptions, status: Callable[[str], None] =
         log_path = cfg.serve.log.path if cfg.serve.log.path.is_absolute() else opts.project_dir / cfg.serve.log.path
         log = RequestLog(log_path, cfg.serve.log.scrub_pii)
     context = int(getattr(lm.model.config, "max_position_embeddings", 0) or 8192)
-    state = ServerState(engine, served, cfg.serve, api_key, admin_key, log, cfg.project.runs_dir, context, metrics)
+    state = ServerState(engine, served, cfg.serve, api_key, admin_key, log, cfg.project.runs_dir, context, metrics,
+                        base_path=path, precision=model_cfg.precision, trust_remote_code=model_cfg.trust_remote_code)
     for one in served.values():
-        set_opening(state, one)
+        if one.classifier is None:
+            set_opening(state, one)
     return state
 
 
