@@ -6,10 +6,12 @@ import signal
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import openai
 
-from tests.serve.conftest import ServeProcess
+from tests.serve.conftest import KEY, ServeProcess
 
 
 def test_sigkill_under_load_keeps_every_answer_a_client_received_in_the_log(tiny_runs, tmp_path):
@@ -66,3 +68,39 @@ def test_sigterm_finishes_requests_in_flight(tiny_runs, tmp_path):
     proc.stop()
     with sqlite3.connect(tmp_path / "logs" / "requests.sqlite") as con:  # flushed before the process ended
         assert con.execute("SELECT completion_tokens FROM requests").fetchall() == [(500,)]
+
+
+def test_a_full_queue_gets_429_and_a_client_that_leaves_frees_its_row(tiny_runs, tmp_path):
+    folder, a, _ = tiny_runs
+    (tmp_path / "tunesmith.yaml").write_text(
+        f"project: {{runs_dir: '{folder / 'runs'}'}}\nserve: {{limits: {{max_batch: 1, max_queue: 1}}}}\n")
+    proc = ServeProcess(tmp_path, "--run", a.id)
+    base = proc.info["models"][0]
+    health = proc.url.removesuffix("/v1") + "/health"
+    try:
+        client = proc.client(timeout=60)
+        # a client reads the start of a long answer and goes away: its row is freed, not decoded to the end
+        stream = client.chat.completions.create(model=base, max_tokens=500, stream=True,
+                                                messages=[{"role": "user", "content": "a long story"}])
+        next(stream), next(stream)
+        stream.close()
+        deadline = time.time() + 20
+        while httpx.get(health).json()["running"] and time.time() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(health).json()["running"] == 0
+        metrics = httpx.get(proc.url.removesuffix("/v1") + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+        assert f'tunesmith_request_errors_total{{code="client_closed",model="{base}"}} 1.0' in metrics
+
+        # one row decoding, one waiting: the rest are refused with 429 while they last
+        def ask(_):
+            try:
+                return client.chat.completions.create(model=base, max_tokens=300,
+                                                      messages=[{"role": "user", "content": "a long story"}]).id
+            except openai.RateLimitError as exc:
+                return exc.status_code
+
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(ask, range(6)))
+        assert 429 in results and any(isinstance(r, str) for r in results)
+    finally:
+        proc.stop()

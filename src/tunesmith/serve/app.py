@@ -319,7 +319,7 @@ async def _wait(request: Request, state: ServerState, job: Job) -> Completion:
             done, _ = await asyncio.wait({fut}, timeout=0.5)
             if done:
                 return fut.result()
-            if await request.is_disconnected():
+            if await request.is_disconnected():  # counted as client_closed by the error handler
                 state.engine.cancel(job)
                 raise ApiError(499, "the client went away", None, "client_closed")
     except asyncio.CancelledError:
@@ -502,5 +502,6 @@ async def _answer(state: ServerState, request: Request, req: ChatRequest | Compl
         finally:
             if not job.done.done():  # the client went away mid-stream: free its row
                 state.engine.cancel(job)
+                state.metrics.errors.labels(req.model, "client_closed").inc()
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
