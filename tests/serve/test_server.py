@@ -195,3 +195,7 @@ def test_adapters_load_from_safetensors_only(tmp_path):
     (tmp_path / "adapter_model.bin").write_bytes(b"pickle")
     with pytest.raises(UserError, match="safetensors only"):
         served_adapter("x", tmp_path)
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"")
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "use_dora": True}))
+    with pytest.raises(UserError, match="DoRA"):
+        served_adapter("x", tmp_path)

@@ -3,8 +3,9 @@
 One thread owns the model. Between two decode steps it admits waiting requests (their prompts
 prefilled together, starting from the cached key/values of their adapter's shared opening), then
 runs one decode step for every running row at once, and lets finished rows leave at once. Rows of
-different adapters share the batch: PEFT's per-row ``adapter_names`` applies each row's own LoRA
-(``"__base__"`` for the untuned model), so serving four adapters costs about what one does.
+different adapters share the batch: each LoRA layer keeps its adapters' matrices stacked and every
+row gathers its own (:mod:`tunesmith.inference.multilora`), so serving four adapters costs about
+what one does.
 
 The running batch is left-padded: a new group is merged in by padding the shorter cache on the
 left, and columns every row has masked are dropped when rows leave. Positions follow the attention
@@ -15,6 +16,7 @@ nor decoding within a label set, which is why this is written here.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import warnings
@@ -29,13 +31,10 @@ from peft import PeftModel
 from transformers import DynamicCache
 
 from tunesmith.inference.constrained import LabelTrie
+from tunesmith.inference.multilora import MultiLora
 from tunesmith.models.load import LoadedModel
 from tunesmith.models.precision import inference_weights
 from tunesmith.train.batching import MIN_PREFIX_TOKENS
-
-#: PEFT's name for "no adapter" in a mixed batch.
-NO_ADAPTER = "__base__"
-
 
 class QueueFull(Exception):
     """More requests are waiting than the engine's queue holds."""
@@ -152,6 +151,7 @@ class Engine:
         self._waiting: deque[Job] = deque()
         self._commands: deque[tuple[Callable[[], Any], Future]] = deque()
         self._rows: list[Job] = []
+        self._multi: MultiLora | None = None
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None
         self._lock = threading.Condition()
@@ -288,6 +288,7 @@ class Engine:
             self.lm.model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
         self.lm.model.eval()
         inference_weights(self.lm.model, self.lm.autocast_dtype)
+        self._restack()
         with self._lock:
             self.adapters.add(name)
             self._openings.pop(name, None)
@@ -304,17 +305,24 @@ class Engine:
             else:
                 model.delete_adapter(name)
         self._openings.pop(name, None)
+        self._restack()
 
-    def _names(self, jobs: Sequence[Job]) -> dict[str, Any]:
-        if not isinstance(self.lm.model, PeftModel):
-            return {}
-        return {"adapter_names": [NO_ADAPTER if j.adapter == self.base_name else j.adapter for j in jobs]}
+    def _restack(self) -> None:
+        model = self.lm.model
+        if not isinstance(model, PeftModel):
+            self._multi = None
+            return
+        self._multi = MultiLora(model, self.lm.autocast_dtype or torch.float32)
+        self._multi.rebuild(sorted(model.peft_config))
 
     def _forward(self, jobs: Sequence[Job], ids: torch.Tensor, mask: torch.Tensor, cache: DynamicCache,
                  positions: torch.Tensor) -> torch.Tensor:
         dev = self.lm.device
-        out = self.lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
-                            past_key_values=cache, use_cache=True, logits_to_keep=1, **self._names(jobs))
+        rows = self._multi.rows([None if j.adapter == self.base_name else j.adapter for j in jobs]) \
+            if self._multi is not None else contextlib.nullcontext()
+        with rows:
+            out = self.lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
+                                past_key_values=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].float()
 
     def _opening_cache(self, adapter: str) -> _Opening | None:

@@ -175,6 +175,10 @@ def write_gguf(folder: Path, out: Path, quant: str = "f16", name: str = "tunesmi
             data = permute_rotary(data, kv_heads)
         if data.ndim == 1:
             qtype = gguf.GGMLQuantizationType.F32
+        elif target in ("token_embd.weight", "output.weight"):
+            # the embedding is also the output head of a tied model: quantising it moved near-tie answers
+            # (q8_0 agreed with the merged model on 46 of 50 banking77 prompts with it quantised)
+            qtype = gguf.GGMLQuantizationType.F16
         elif matrix_type != gguf.GGMLQuantizationType.F16 and data.shape[-1] % 32 == 0:
             qtype = matrix_type
         else:

@@ -71,7 +71,7 @@ def check_mixable(path: Path) -> None:
     """Refuse an adapter the batch cannot mix with others.
 
     Raises:
-        UserError: Not a PEFT adapter folder, or of a type other than LoRA (DoRA and rsLoRA are LoRA).
+        UserError: Not a PEFT adapter folder in safetensors, or not plain LoRA (rsLoRA is; DoRA is not).
     """
     config = path / "adapter_config.json"
     if not config.is_file():
@@ -80,9 +80,14 @@ def check_mixable(path: Path) -> None:
     if not (path / "adapter_model.safetensors").is_file():
         raise UserError(f"{path}: no adapter_model.safetensors; serve loads weights from safetensors only "
                         "(a pickled adapter_model.bin can run code when loaded)")
-    kind = json.loads(config.read_text()).get("peft_type")
+    settings = json.loads(config.read_text())
+    kind = settings.get("peft_type")
+    if settings.get("use_dora") or settings.get("lora_bias"):
+        raise UserError(f"{path}: a {'DoRA' if settings.get('use_dora') else 'LoRA-with-bias'} adapter; serve batches "
+                        "plain LoRA adapters (rsLoRA included), whose rows share one batch. Merge it instead: "
+                        "`tunesmith export --run RUN --merge OUT` and serve OUT with --base")
     if kind not in MIXABLE:
-        raise UserError(f"{path}: a {kind} adapter; serve batches LoRA adapters (lora, dora, rslora) only, "
+        raise UserError(f"{path}: a {kind} adapter; serve batches LoRA adapters (lora, rslora) only, "
                         "because rows of different adapters share one batch. Merge it instead: "
                         "`tunesmith export --run RUN --merge OUT` and serve OUT with --base")
 
