@@ -30,6 +30,8 @@ def _forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Ten
     if index is None or stacks is None or kwargs.get("adapter_names") is not None:
         return self._tunesmith_peft_forward(x, *args, **kwargs)
     result = self.base_layer(x, *args, **kwargs)
+    if not _rows.adapted:  # every row is the untuned base
+        return result
     a, b = stacks
     shape = x.shape
     flat = x.reshape(shape[0], -1, shape[-1]).to(a.dtype)  # rows, tokens, in
@@ -80,6 +82,7 @@ class MultiLora:
     def rows(self, adapters: Sequence[str | None]) -> Iterator[None]:
         """Within the block, this thread's forward passes give row i the adapter ``adapters[i]``."""
         _rows.index = self.index(adapters)
+        _rows.adapted = bool(_rows.index.any())
         try:
             yield
         finally:
