@@ -35,6 +35,7 @@ from tunesmith.inference.multilora import MultiLora
 from tunesmith.models.load import LoadedModel
 from tunesmith.models.precision import inference_weights
 from tunesmith.train.batching import MIN_PREFIX_TOKENS
+from tunesmith.train.loss import repeat_cache
 
 class QueueFull(Exception):
     """More requests are waiting than the engine's queue holds."""
@@ -355,7 +356,7 @@ class Engine:
             for r, o in enumerate(own):
                 ids[r, width - len(o):] = torch.tensor(o)
                 mask[r, start + width - len(o):] = 1
-            cache = _repeat(opening.cache, len(group)) if opening else DynamicCache()
+            cache = repeat_cache(opening.cache, len(group)) if opening else DynamicCache()
             positions = (mask.cumsum(1) - 1).clamp(min=0)[:, start:]
             logits = self._forward(group, ids, mask, cache, positions)
             self._merge(group, cache, mask)
@@ -416,7 +417,6 @@ class Engine:
     def _next(self, job: Job, logits: torch.Tensor) -> tuple[int, str | None]:
         """The row's next token and, when it ends the answer, why."""
         s, tok = job.sampling, self.lm.tokenizer
-        logp = torch.log_softmax(logits, dim=-1)
         if job.trie is not None:  # greedy within the labels, the probability renormalised over them
             allowed = job.trie.children.get(tuple(job.generated), [job.trie.end])
             within = torch.log_softmax(logits[allowed], dim=-1)
@@ -436,7 +436,8 @@ class Engine:
                 job.generator = torch.Generator().manual_seed(s.seed if s.seed is not None else
                                                               int(torch.randint(0, 2**62, (1,))))
             token = int(torch.multinomial(probs, 1, generator=job.generator))
-        if s.logprobs is not None and token != tok.eos_token_id:
+        if s.logprobs is not None and token != tok.eos_token_id:  # only when asked: a softmax over the vocabulary
+            logp = torch.log_softmax(logits, dim=-1)
             top = logp.topk(s.logprobs) if s.logprobs else None
             alts = [] if top is None else [(tok.decode([int(i)]), float(v)) for v, i in zip(top.values, top.indices)]
             job.logprobs.append((tok.decode([token]), float(logp[token]), alts))
@@ -489,10 +490,3 @@ def _pad_left(t: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
     shape = list(t.shape)
     shape[dim] = missing
     return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
-
-
-def _repeat(cache: DynamicCache, rows: int) -> DynamicCache:
-    out = DynamicCache()
-    for i, layer in enumerate(cache.layers):
-        out.update(layer.keys.expand(rows, -1, -1, -1).contiguous(), layer.values.expand(rows, -1, -1, -1).contiguous(), i)
-    return out

@@ -109,20 +109,22 @@ def _check_key(request: Request, key: str | None, what: str = "an API key") -> N
         raise ApiError(401, f"this server needs {what}: send it as 'Authorization: Bearer KEY'", None, "invalid_api_key")
 
 
-def _chat_prompt(state: ServerState, served: Served, messages: list[Message]) -> tuple[list[int], bool, list[dict[str, str]]]:
-    """The prompt's token ids, rendered as the run's evaluation rendered it, whether it was shortened, and the
-    messages as logged."""
+def _chat_prompt(state: ServerState, served: Served, messages: list[Message], tokenizer: Any = None,
+                 head: bool = False) -> tuple[list[int], bool, list[dict[str, str]]]:
+    """The prompt's token ids, rendered as the run's evaluation rendered it (``head``: as a classification head
+    reads it, one message, fitted one token shorter), whether it was shortened, and the messages as logged."""
     system = [m.text() for m in messages if m.role in ("system", "developer")]
     turns = [{"role": m.role, "content": m.text()} for m in messages if m.role not in ("system", "developer")]
     if not turns or turns[-1]["role"] != "user":
         raise ApiError(400, "the last message must be the user's (the answer is the assistant's next turn)", "messages")
     example = Example(id="request", prompt=turns[-1]["content"], target="", system="\n".join(system) if system else None,
-                      turns=turns + [{"role": "assistant", "content": ""}] if len(turns) > 1 else None)
-    tok = state.tokenizer
+                      turns=turns + [{"role": "assistant", "content": ""}] if len(turns) > 1 and not head else None)
+    tok = tokenizer or state.tokenizer
     full = len(tok(render_prompt_text(tok, example, served.system_prompt), add_special_tokens=False)["input_ids"])
     _check_prompt_length(state, full, "messages")
     try:
-        ids, shortened = fit_prompt(tok, example, served.system_prompt, served.max_seq_len)
+        fit = head_prompt if head else fit_prompt
+        ids, shortened = fit(tok, example, served.system_prompt, served.max_seq_len)
     except DataError as exc:
         raise ApiError(400, str(exc), "messages", "context_length_exceeded") from None
     logged = [{"role": "system", "content": s} for s in system] + turns
@@ -345,18 +347,7 @@ async def _classify(state: ServerState, req: ChatRequest, served: Served) -> Res
     from tunesmith.inference.classify import classify_batched, most_probable
 
     lm = served.classifier
-    turns = [m for m in req.messages if m.role not in ("system", "developer")]
-    if not turns or turns[-1].role != "user":
-        raise ApiError(400, "the last message must be the user's", "messages")
-    system = [m.text() for m in req.messages if m.role in ("system", "developer")]
-    example = Example(id="request", prompt=turns[-1].text(), target="", system="\n".join(system) if system else None)
-    full = len(lm.tokenizer(render_prompt_text(lm.tokenizer, example, served.system_prompt),
-                            add_special_tokens=False)["input_ids"])
-    _check_prompt_length(state, full, "messages")
-    try:
-        ids, shortened = head_prompt(lm.tokenizer, example, served.system_prompt, served.max_seq_len)
-    except DataError as exc:
-        raise ApiError(400, str(exc), "messages", "context_length_exceeded") from None
+    ids, shortened, logged = _chat_prompt(state, served, req.messages, lm.tokenizer, head=True)
     arrived = time.perf_counter()
 
     def forward() -> list[float]:
@@ -369,7 +360,6 @@ async def _classify(state: ServerState, req: ChatRequest, served: Served) -> Res
     c = Completion(text=label, finish_reason="stop", prompt_tokens=len(ids), completion_tokens=0, label=label,
                    probability=probability, seconds=took, first_token_seconds=took)
     rid = f"chatcmpl-{uuid.uuid4().hex}"
-    logged = [{"role": "system", "content": x} for x in system] + [{"role": m.role, "content": m.text()} for m in turns]
     await _record(state, req, served, rid, "chat.completions", logged, c, arrived)
     extra = {"truncated": shortened, "probabilities": dict(zip(served.labels or [], (round(p, 6) for p in probs)))}
     created = int(time.time())
