@@ -57,6 +57,11 @@ def test_streamed_chat_and_completions_and_usage(server, tiny_runs):
     # a label answer streams as the whole label
     label = [c.choices[0].delta.content for c in ask(client, a.id, "My PIN is blocked.", stream=True) if c.choices]
     assert "".join(x or "" for x in label) == ask(client, a.id, "My PIN is blocked.").choices[0].message.content
+    lp = ask(client, base, "where is my card", max_tokens=6, logprobs=True, top_logprobs=2)
+    content = lp.choices[0].logprobs.content
+    assert len(content) == lp.usage.completion_tokens and all(len(t.top_logprobs) == 2 for t in content)
+    assert all(t.logprob == pytest.approx(t.top_logprobs[0].logprob) and t.logprob <= 0 for t in content)  # greedy
+    assert "".join(t.token for t in content).strip() == lp.choices[0].message.content
     comp = client.completions.create(model=base, prompt="The card", max_tokens=5, logprobs=2)
     assert comp.usage.completion_tokens == 5 and len(comp.choices[0].logprobs.tokens) == 5
     streamed = "".join(c.choices[0].text for c in client.completions.create(model=base, prompt="The card", max_tokens=5,
