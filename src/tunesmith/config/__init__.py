@@ -10,6 +10,7 @@ from tunesmith.config.load import (
     resolve_path,
     resolve_paths,
 )
+from tunesmith.config.loop import GateConfig, MonitorConfig, MonitorThresholds, RetrainConfig, window_seconds
 from tunesmith.config.schema import (
     Task,
     ProjectConfig,
@@ -72,4 +73,9 @@ __all__ = [
     "PrunerConfig",
     "SweepConfig",
     "Config",
+    "GateConfig",
+    "MonitorConfig",
+    "MonitorThresholds",
+    "RetrainConfig",
+    "window_seconds",
 ]

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator)
 
+from tunesmith.config.loop import MonitorConfig, RetrainConfig
 from tunesmith.tasks import TASKS, get_task
 
 #: The task types of the registry (:mod:`tunesmith.tasks`), as a type the schema checks.
@@ -540,6 +541,8 @@ class ServeConfig(_Section):
     """The request log."""
     shutdown_seconds: float = Field(30.0, gt=0)
     """On SIGTERM, how long requests in flight may take to finish."""
+    follow_seconds: float = Field(5.0, gt=0)
+    """How often a run served by alias (``--run production``) checks whether the alias moved."""
 
 
 class Config(_Section):
@@ -563,6 +566,10 @@ class Config(_Section):
     """Hyperparameter search (``tunesmith sweep``): search space, number of trials, pruning."""
     serve: ServeConfig = Field(default_factory=ServeConfig)
     """The OpenAI-compatible server (``tunesmith serve``): what it serves, limits, request log."""
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    """Monitoring live traffic against the training data (``tunesmith monitor``): signals and their thresholds."""
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    """Retraining on reviewed traffic (``tunesmith retrain``) and the gate that promotes the candidate."""
 
     @model_validator(mode="after")
     def _head_fits_the_task(self) -> Config:

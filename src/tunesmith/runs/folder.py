@@ -39,6 +39,9 @@ class RunPaths:
     report_html = property(lambda self: self.root / "report.html")
     status = property(lambda self: self.root / STATUS_FILE)
     versions = property(lambda self: self.root / "versions.json")
+    lineage = property(lambda self: self.root / "lineage.json")
+    retrain_json = property(lambda self: self.root / "retrain.json")
+    retrain_md = property(lambda self: self.root / "retrain.md")
 
 
 def new_run(runs_dir: Path, task: str) -> RunPaths:

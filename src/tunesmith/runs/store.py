@@ -64,13 +64,14 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,               -- why a failed run failed
     sweep TEXT,               -- the sweep a trial run belongs to
     config TEXT NOT NULL DEFAULT '{}',  -- the run's config.yaml as JSON
-    metrics TEXT NOT NULL DEFAULT '{}'  -- {baseline: {...}, tuned: {...}, train: {...}, higher_is_better: {...}}
+    metrics TEXT NOT NULL DEFAULT '{}', -- {baseline: {...}, tuned: {...}, train: {...}, higher_is_better: {...}}
+    parent TEXT               -- the run this run was retrained from (its lineage.json); added in version 2
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 """
 COLUMNS = ("id", "path", "project", "task", "created", "updated", "status", "method", "base_model", "data_hash",
-           "metric", "baseline", "tuned", "target", "verdict", "error", "sweep", "config", "metrics")
+           "metric", "baseline", "tuned", "target", "verdict", "error", "sweep", "config", "metrics", "parent")
 #: Columns a later sync from the folder must not overwrite (``metrics`` is merged instead).
 _KEPT_ON_SYNC = {"id", "created", "sweep", "metrics"}
 #: Training figures ``--sort`` accepts, and whether more is better.
@@ -95,8 +96,14 @@ def _connect(runs_dir: Path) -> Iterator[sqlite3.Connection]:
         runs_dir.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(path, timeout=TIMEOUT_S, isolation_level=None)) as con:
             con.row_factory = sqlite3.Row
-            if con.execute("PRAGMA user_version").fetchone()[0] == 0:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
                 con.executescript(_SCHEMA)
+            elif version < 2:  # a version-1 registry gains the lineage column (the run a run was retrained from)
+                with _transaction(con):
+                    if con.execute("PRAGMA user_version").fetchone()[0] < 2:  # another process may have just done it
+                        con.execute("ALTER TABLE runs ADD COLUMN parent TEXT")
+                        con.execute("PRAGMA user_version = 2")
             yield con
     except (sqlite3.Error, OSError) as exc:
         raise UserError(f"run registry {path}: {exc}") from None
@@ -166,6 +173,7 @@ def folder_row(run: RunPaths) -> dict[str, Any]:
     status = _status(run)
     report = read_report_if_any(run.report_json)
     manifest = _read(run.data / "manifest.json", json.loads) or {}
+    lineage = _read(run.lineage, json.loads) or {}
     section = lambda name: config.get(name) or {}  # noqa: E731
     task = report.objective.task if report else section("objective").get("task")
     metric = (report.objective.metric if report else section("objective").get("metric")) or \
@@ -183,7 +191,7 @@ def folder_row(run: RunPaths) -> dict[str, Any]:
         "target": report.objective.target if report else section("objective").get("target"),
         "verdict": report.verdict if report else None,
         "error": status.get("error"), "sweep": status.get("sweep"),
-        "config": json.dumps(config, default=str), "metrics": json.dumps(metrics),
+        "config": json.dumps(config, default=str), "metrics": json.dumps(metrics), "parent": lineage.get("parent"),
     }
 
 
@@ -458,11 +466,16 @@ def query_known_runs(**filters: Any) -> list[dict[str, Any]]:
 
 
 def find_known_run(ref: str, runs_dir: Path) -> RunPaths:
-    """A run by folder path, by id in ``runs_dir``, or by id in any known runs folder.
+    """A run by alias (``production``) or id in ``runs_dir``, by folder path, or by id in any known runs folder.
 
     Raises:
         UserError: No such run anywhere (the message lists where it looked).
     """
+    from tunesmith.runs.aliases import alias_holder  # aliases build on this module
+
+    holder = alias_holder(runs_dir, ref) if "/" not in ref and "\\" not in ref else None
+    if holder is not None:
+        return find_run(holder, runs_dir)
     try:
         return find_run(ref, runs_dir)
     except UserError as exc:

@@ -219,7 +219,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         job = Job(served.name if served.adapter else _base(state), ids, _sampling(state, req, logprobs),
                   trie=served.trie if constrained else None)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
-        extra = {"truncated": shortened}
+        extra = {"truncated": shortened, "run_id": _run_id(served)}
         return await _answer(state, request, req, served, job, rid, logged, "chat.completions", extra)
 
     @app.post("/v1/completions")
@@ -235,7 +235,7 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         job = Job(served.name if served.adapter else _base(state), ids, _sampling(state, req, req.logprobs))
         rid = f"cmpl-{uuid.uuid4().hex}"
         return await _answer(state, request, req, served, job, rid, [{"role": "user", "content": req.text()}],
-                             "completions", {})
+                             "completions", {"run_id": _run_id(served)})
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> dict[str, Any]:
@@ -261,28 +261,29 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
             if req.run is not None:
                 served, _ = await asyncio.to_thread(served_run, req.run, state.runs_dir)
                 if req.name:
-                    served.name = req.name
+                    served.name, served.follows = req.name, None
             else:
                 if not req.name:
                     raise ApiError(400, "an adapter given by path needs a name", "name")
                 served = await asyncio.to_thread(served_adapter, req.name, Path(req.path or ""))
         except UserError as exc:
             raise ApiError(400, str(exc), "run" if req.run else "path", "bad_adapter") from None
-        if served.name in state.served:
-            raise ApiError(409, f"{served.name!r} is already served; DELETE /v1/adapters/{served.name} first", "name",
+        if served.public_name in state.served:
+            raise ApiError(409, f"{served.public_name!r} is already served; DELETE /v1/adapters/{served.public_name} "
+                                "first", "name",
                            "already_served")
         try:
             if served.head:
                 await asyncio.to_thread(load_classifier, served, state.base_path, state.precision,
                                         state.trust_remote_code)
-            else:
+            elif served.name not in state.engine.adapters:
                 await asyncio.wrap_future(state.engine.add_adapter(served.name, served.adapter))
         except Exception as exc:  # noqa: BLE001 - a folder PEFT cannot load is the client's error, not the server's
             raise ApiError(400, f"cannot load the adapter: {exc}", "path", "bad_adapter") from None
-        state.served[served.name] = served.with_tokenizer(state.tokenizer)
+        state.served[served.public_name] = served.with_tokenizer(state.tokenizer)
         if not served.head:
             set_opening(state, served)
-        return {"object": "adapter", "id": served.name, "tunesmith": served.info}
+        return {"object": "adapter", "id": served.public_name, "tunesmith": served.info}
 
     @app.delete("/v1/adapters/{name}")
     async def remove_adapter(name: str, request: Request) -> dict[str, Any]:
@@ -291,8 +292,8 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
         if served.adapter is None:
             raise ApiError(400, "the base model is always served", "name", "cannot_remove_base")
         del state.served[name]
-        if served.classifier is None:
-            state.engine.remove_adapter(name)
+        if served.classifier is None and not any(s.name == served.name for s in state.served.values()):
+            state.engine.remove_adapter(served.name)
         return {"object": "adapter", "id": name, "deleted": True}
 
     return app
@@ -361,7 +362,7 @@ async def _classify(state: ServerState, req: ChatRequest, served: Served) -> Res
                    probability=probability, seconds=took, first_token_seconds=took)
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     await _record(state, req, served, rid, "chat.completions", logged, c, arrived)
-    extra = {"truncated": shortened, "probabilities": dict(zip(served.labels or [], (round(p, 6) for p in probs)))}
+    extra = {"truncated": shortened, "run_id": _run_id(served), "probabilities": dict(zip(served.labels or [], (round(p, 6) for p in probs)))}
     created = int(time.time())
     if not req.stream:
         return JSONResponse(_reply("chat.completions", rid, req.model, created, c, extra))
@@ -381,6 +382,11 @@ async def _classify(state: ServerState, req: ChatRequest, served: Served) -> Res
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _run_id(served: Served) -> str | None:
+    """The run that answered (under an alias, whichever run held it when the request arrived)."""
+    return served.run.id if served.run else None
 
 
 def _usage(c: Completion) -> dict[str, int]:

@@ -21,6 +21,7 @@ from tunesmith.models.adapters import has_adapter, load_adapter
 from tunesmith.models.load import LoadedModel, load_base_model
 from tunesmith.models.precision import inference_weights
 from tunesmith.report.schema import read_report_if_any
+from tunesmith.runs.aliases import alias_holder
 from tunesmith.runs.folder import RunPaths
 from tunesmith.runs.store import find_known_run
 
@@ -42,6 +43,8 @@ class Served:
         max_seq_len: Prompts are fitted to this many tokens as evaluation fitted them.
         info: What ``/v1/models`` shows under ``tunesmith``: run id, task, data hash, verdict, metric, interval.
         trie: The labels' token trie (set once the tokenizer is known).
+        follows: The alias (``production``) this is served under, switching runs when the alias moves; None when
+            served under its own name.
         classifier: For a classification-head run (``adapter.head: classify``), its own model: the base with
             the run's head and adapter, answering by one forward pass (not through the batching engine,
             whose rows share one language-model head).
@@ -58,7 +61,13 @@ class Served:
     trie: LabelTrie | None = None
     classifier: LoadedModel | None = None
     head: bool = False
+    follows: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def public_name(self) -> str:
+        """What clients put in ``model``: the alias it follows, else its own name."""
+        return self.follows or self.name
 
     def with_tokenizer(self, tokenizer: Any) -> Served:
         """Build the label trie (classification runs) with the served tokenizer."""
@@ -93,10 +102,12 @@ def check_mixable(path: Path) -> None:
 
 
 def served_run(ref: str, runs_dir: Path) -> tuple[Served, Config]:
-    """A run's adapter as served: its name is the run id.
+    """A run's adapter as served: its engine name is the run id.
+
+    A run given by an alias (``production``) is served under the alias, and follows it when it moves.
 
     Raises:
-        UserError: No such run, no saved adapter, a classification-head run, or an adapter that cannot be batched.
+        UserError: No such run, no saved adapter, or an adapter that cannot be batched.
     """
     run = find_known_run(ref, runs_dir)
     cfg, _ = load_config(run.config, stored=True)
@@ -118,6 +129,8 @@ def served_run(ref: str, runs_dir: Path) -> tuple[Served, Config]:
                     interval=None if iv is None else [iv.low, iv.high])
     served = Served(run.id, run.adapter, run, manifest.get("system_prompt"), labels, constrained and not head,
                     cfg.model.max_seq_len, info, head=head)
+    if alias_holder(runs_dir, ref) == run.id:  # served under the alias, following its moves
+        served.follows = info["alias"] = ref
     return served, cfg
 
 

@@ -10,6 +10,7 @@ import ipaddress
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from tunesmith.models.load import load_base_model
 from tunesmith.models.resolve import resolve_base
 from tunesmith.monitor.requestlog import RequestLog
 from tunesmith.serve.app import ServerState, create_app, set_opening
+from tunesmith.serve.follow import AliasFollower
 from tunesmith.serve.metrics import ServerMetrics
 from tunesmith.serve.served import Served, load_classifier, served_adapter, served_run
 
@@ -87,7 +89,7 @@ def what_to_serve(cfg: Config, opts: ServeOptions) -> tuple[str, list[Served], C
     base = opts.base or (first.model.base if first else cfg.model.base)
     if first is not None and opts.base and opts.base != first.model.base:
         raise UserError(f"--base {opts.base}, but run {served[0].name} was trained on {first.model.base}")
-    names = [s.name for s in served]
+    names = [s.public_name for s in served]
     if len(set(names)) < len(names) or base in names:
         raise UserError(f"two served models have the same name ({', '.join(names)}, base {base}); name adapters apart")
     return base, served, first
@@ -115,10 +117,11 @@ def build_state(cfg: Config, opts: ServeOptions, status: Callable[[str], None] =
     for one in adapters:
         status(f"Loading adapter {one.name} from {one.adapter}")
         if one.head:  # a classification head: a model of its own beside the engine's
-            served[one.name] = load_classifier(one, path, model_cfg.precision, model_cfg.trust_remote_code)
+            served[one.public_name] = load_classifier(one, path, model_cfg.precision, model_cfg.trust_remote_code)
             continue
-        engine.load_adapter_now(one.name, one.adapter)
-        served[one.name] = one.with_tokenizer(lm.tokenizer)
+        if one.name not in engine.adapters:  # a run served under its id and an alias is loaded once
+            engine.load_adapter_now(one.name, one.adapter)
+        served[one.public_name] = one.with_tokenizer(lm.tokenizer)
     log = None
     if cfg.serve.log.enabled:
         log_path = cfg.serve.log.path if cfg.serve.log.path.is_absolute() else opts.project_dir / cfg.serve.log.path
@@ -183,8 +186,11 @@ def run_server(state: ServerState, sock: socket.socket, announce: Callable[[dict
         signal.signal(sig, stop)
     thread = threading.Thread(target=http, name="tunesmith-http", daemon=True)
     thread.start()
+    follower = AliasFollower(state, status=lambda msg: print(msg, file=sys.stderr, flush=True))
+    follower.start(state.config.follow_seconds)
     announce({"url": f"http://{host if ':' not in host else f'[{host}]'}:{port}/v1", "host": host, "port": port,
               "models": list(state.served), "auth": state.api_key is not None,
               "log": str(state.log.path) if state.log else None})
     state.engine.run()
+    follower.stop()
     thread.join(state.config.shutdown_seconds + 10)
