@@ -10,6 +10,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USER = 2
+#: ``tunesmith monitor`` found an alert (for cron and CI: a run that worked, with news).
+EXIT_ALERT = 3
 
 
 class TunesmithError(Exception):

@@ -142,7 +142,7 @@ def test_feedback_goes_into_logs_export(server, tiny_runs):
     mine = rows[reply.id]
     assert mine["needs_review"] is True and mine["messages"][-1] == {"role": "assistant", "content": "card_arrival"}
     assert "<EMAIL>" in mine["messages"][0]["content"] and "jane.doe" not in out.read_text()  # scrubbed before written
-    assert mine["provenance"]["ratings"] == [-1] and mine["provenance"]["corrected"] is True
+    assert mine["provenance"]["ratings"] == [1] and mine["provenance"]["corrected"] is True
     assert rows[other.id]["messages"][-1]["content"] == other.choices[0].message.content
     res = runner.invoke(app, ["logs", "export", "--log", str(folder / "logs" / "requests.sqlite"), "--out", str(out),
                               "--only-feedback", "--json"])

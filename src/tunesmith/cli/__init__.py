@@ -1,7 +1,7 @@
 """The ``tunesmith`` command line, built from the functions' signatures and docstrings, one module per command group.
 
 Human-facing progress goes to stderr; ``--json`` prints one JSON document on stdout.
-Exit codes: 0 success, 2 bad input or config, 1 internal error.
+Exit codes: 0 success, 2 bad input or config, 1 internal error, 3 ``monitor`` alerted.
 """
 
 from __future__ import annotations

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
 from tunesmith.cli.common import JsonOpt, RunsDirOpt, app, emit, handle_errors, lazy, runs_dir_of
+from tunesmith.config import load_config, resolve_path
 from tunesmith.console import console, out_console
-from tunesmith.runs.aliases import alias_history, aliases_of, promote as promote_run, rollback as rollback_alias
+from tunesmith.errors import EXIT_ALERT
+from tunesmith.runs.aliases import alias_history, alias_holder, aliases_of, promote as promote_run, rollback as rollback_alias
 from tunesmith.runs.store import find_known_run
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Project file (default: ./tunesmith.yaml if any).")]
@@ -91,5 +93,59 @@ def aliases(
     out_console.print(table)
 
 
-# The monitor and retrain commands import the statistics and the recipes lazily (see cli.common.lazy).
-__all__ = ["promote", "rollback", "aliases", "lazy"]
+def _project(config: Path | None) -> tuple[Any, Path]:
+    path = config or (Path("tunesmith.yaml") if Path("tunesmith.yaml").is_file() else None)
+    cfg, project_dir = load_config(path)
+    cfg.project.runs_dir = resolve_path(project_dir, cfg.project.runs_dir)
+    return cfg, project_dir
+
+
+@app.command()
+@handle_errors
+def monitor(
+    run_ref: Annotated[Optional[str], typer.Option("--run", help="Run or alias monitored (default: monitor.run, production).")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="Only requests from this date or time on (ISO, e.g. 2026-12-01).")] = None,
+    window: Annotated[Optional[str], typer.Option("--window", help="Time-series window: 30m, 6h, 1d, 1w (default: monitor.window).")] = None,
+    log: Annotated[Optional[Path], typer.Option("--log", help="The request log (default: the project's serve.log.path).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default: monitor.out).")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare live traffic in the request log with the served run's own training data; alerts exit with code 3.
+
+    Input drift (prompt length, a classifier telling live from training inputs, near-duplicates, PII),
+    output drift (labels, answers outside them, or answer length and refusals), the label-free accuracy
+    estimate and feedback, each against its threshold in the project file (monitor.thresholds). Writes
+    report.md, report.html (with the time series) and report.json; POSTs alerts to monitor.webhook.
+    """
+    cfg, project_dir = _project(config)
+    if window is not None:
+        cfg.monitor.window = window
+    ref = run_ref or cfg.monitor.run
+    folder = cfg.project.runs_dir
+    run = find_known_run(ref, folder)
+    alias = ref if alias_holder(folder, ref) == run.id else None
+    path = log or (cfg.serve.log.path if cfg.serve.log.path.is_absolute() else project_dir / cfg.serve.log.path)
+    requestlog, signals, report = (lazy(f"tunesmith.monitor.{m}") for m in ("requestlog", "signals", "report"))
+    rows = requestlog.read_log(path, since)
+    result = signals.monitor_traffic(run, rows, cfg.monitor, cfg.data.dedup, alias=alias, log=str(path), since=since,
+                                     seed=cfg.project.seed)
+    target = out or (cfg.monitor.out if cfg.monitor.out.is_absolute() else project_dir / cfg.monitor.out)
+    result.webhook = report.post_webhook(result, cfg.monitor, target / "report.html")
+    paths = report.write_monitor_report(result, target)
+    if as_json:
+        emit({**result.model_dump(mode="json"), "files": {k: str(v) for k, v in paths.items()}})
+    else:
+        who = f"{alias} ({run.id})" if alias else run.id
+        console.print(f"{result.requests} requests to {who}; "
+                      + (f"[bold red]{len(result.alerts)} alert(s)[/]" if result.alerts else "[green]no alerts[/]"))
+        for line in result.alerts:
+            console.print(f"  ALERT {line}", highlight=False, markup=False)
+        for s in result.signals:
+            if s.status != "alert":
+                console.print(f"  {s.status:<18} {s.title}: {s.message}", highlight=False, markup=False)
+        if result.webhook:
+            console.print(f"Webhook: {result.webhook}", highlight=False)
+        print(f"Report: {paths['html']} (also {paths['markdown']}, {paths['json']})")
+    if result.alerts:
+        raise typer.Exit(EXIT_ALERT)

@@ -77,8 +77,6 @@ class MonitorConfig(_Section):
     """Fewest requests a signal needs before it may alert (fewer: reported as too little traffic)."""
     alpha: float = Field(0.01, gt=0, lt=0.5)
     """Significance level of each drift test: its false-alarm rate on traffic that has not drifted."""
-    permutations: int = Field(200, ge=20)
-    """Label permutations of the domain classifier's test (its smallest p-value is 1 / (permutations + 1))."""
     max_reference: int = Field(2000, ge=50)
     """Training inputs the classifier test compares with at most (a seeded sample; the other signals use all)."""
     thresholds: MonitorThresholds = Field(default_factory=MonitorThresholds)

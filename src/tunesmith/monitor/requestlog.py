@@ -90,7 +90,7 @@ class Feedback:
 
     Attributes:
         response_id: The answer's id.
-        rating: -1 or 1 (thumbs down or up), or 1-5; None when only a comment or a correction is given.
+        rating: 1-5 (thumbs down is stored as 1, up as 5); None when only a comment or a correction is given.
         comment: Free text.
         correction: The answer the user would have wanted.
         created: When it was given.

@@ -132,8 +132,9 @@ class FeedbackRequest(_Request):
     correction: str | None = Field(None, max_length=100_000)
 
     def score(self) -> int | None:
-        """The rating as stored: up 1, down -1, or 1-5."""
-        return {"up": 1, "down": -1}.get(self.rating, self.rating) if self.rating is not None else None  # type: ignore[arg-type]
+        """The rating as stored, on one 1-5 scale: up is 5, down is 1 (so thumbs and stars count alike:
+        2 or less is negative, 4 or more positive)."""
+        return {"up": 5, "down": 1}.get(self.rating, self.rating) if self.rating is not None else None  # type: ignore[arg-type]
 
 
 class AdapterRequest(_Request):
