@@ -149,3 +149,51 @@ def monitor(
         print(f"Report: {paths['html']} (also {paths['markdown']}, {paths['json']})")
     if result.alerts:
         raise typer.Exit(EXIT_ALERT)
+
+
+@app.command()
+@handle_errors
+def retrain(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The project file.")] = Path("tunesmith.yaml"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Build the data version and print the plan and its cost; train nothing.")] = False,
+    by: ByOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retrain on reviewed traffic; the candidate replaces production only if the gate's statistics say so.
+
+    The next data version is production's training data plus the reviewed rows of retrain.new_data
+    (a share held out as a fresh test set), checked by the data step (duplicates, leakage into both
+    test sets). The candidate trains, then candidate and production are compared on the same examples
+    of production's frozen test split and of the fresh test set (paired intervals and tests), and
+    retrain.gate decides. The candidate always gets the alias candidate; production only if it passes.
+    """
+    cfg, project_dir = load_config(config)
+    outcome = lazy("tunesmith.recipes.retrain").retrain(cfg, project_dir, dry_run=dry_run, by=by)
+    plan = outcome.plan
+    if dry_run:
+        planner = lazy("tunesmith.plan.estimate")
+        if as_json:
+            emit({"production": plan.production.id, "data_version": plan.version.version, "folder": str(plan.folder),
+                  "changes": plan.version.changes, "estimate": outcome.estimate})
+            return
+        console.print(f"Production {plan.production.id}; next data version {plan.version.version[:12]} in {plan.folder}",
+                      highlight=False)
+        console.print_json(data=plan.version.changes)
+        for table in planner.plan_tables(outcome.estimate):
+            out_console.print(table)
+        return
+    report = outcome.report
+    if as_json:
+        emit({**report.model_dump(mode="json"), "report": str(outcome.candidate.retrain_md)})
+        return
+    for c in report.comparisons:
+        console.print(f"  {c.name} test set ({c.count}): production {c.production:.4f} -> candidate {c.candidate:.4f}, "
+                      f"difference {c.difference:+.4f}, p = {c.p_value:.3g} (gate: {c.requirement})", highlight=False)
+    if report.promoted:
+        console.print(f"[green]Promoted[/]: production -> {report.candidate}", highlight=False)
+    else:
+        console.print(f"[yellow]Not promoted[/]: {report.candidate} is candidate; production stays {report.production}",
+                      highlight=False)
+        for reason in report.reasons:
+            console.print(f"  {reason}", highlight=False, markup=False)
+    print(f"Report: {outcome.candidate.retrain_md}")

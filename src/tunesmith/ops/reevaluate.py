@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from tunesmith.config import Config, load_config
+from tunesmith.data.examples import Example
 from tunesmith.data.prepare import Splits
 from tunesmith.evaluate.evaluator import EvalResult
 from tunesmith.runs.folder import RunPaths
@@ -37,3 +39,14 @@ def evaluate_base(cfg: Config, base_dir: Path) -> EvalResult:
     path = base_path(cfg)
     splits = prepare_data(cfg, base_dir, path)
     return evaluate_split(load_model(cfg, path), splits, cfg, "base")
+
+
+def evaluate_run_on(run: RunPaths, cfg: Config, splits: Splits, examples: list[Example], name: str) -> EvalResult:
+    """A run's tuned model on other examples (a fresh test set), answering as it was evaluated: its system
+    prompt, labels and decoding. Labels the run never had are wrong answers for it, as they are in production.
+
+    Raises:
+        UserError: The run has no saved adapter.
+    """
+    lm = load_tuned(cfg, run, splits.labels)
+    return evaluate_split(lm, replace(splits, test=list(examples)), cfg, name)
