@@ -41,6 +41,8 @@ def serve(
     port: Annotated[Optional[int], typer.Option("--port", help="Port (default: serve.port, 8000; 0: any free port).")] = None,
     api_key: Annotated[Optional[str], typer.Option("--api-key", help="The key clients must send (default: $TUNESMITH_API_KEY).")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without a key (loopback addresses only).")] = False,
+    shadow: Annotated[Optional[str], typer.Option("--shadow", help="A run or alias (e.g. candidate) that also answers every request to the first --run, unseen by clients; the log keeps both answers.")] = None,
+    canary: Annotated[Optional[str], typer.Option("--canary", help="NAME:SHARE, e.g. candidate:0.1: that share of the first --run's requests is answered by NAME instead.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Project file (default: ./tunesmith.yaml if any).")] = None,
     runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="Folder of runs (default: from the project file, else ./runs).")] = None,
     as_json: JsonOpt = False,
@@ -57,7 +59,13 @@ def serve(
     server = lazy("tunesmith.serve.server")
     opts = server.ServeOptions(runs=list(run_refs or cfg.serve.runs), adapters={**cfg.serve.adapters, **_pairs(adapters)},
                                base=base, host=host or cfg.serve.host, port=cfg.serve.port if port is None else port,
-                               api_key=api_key, no_auth=no_auth, project_dir=project_dir)
+                               api_key=api_key, no_auth=no_auth, project_dir=project_dir, shadow=shadow,
+                               canary=canary)
+    if canary is not None:
+        try:
+            server.parse_canary(canary)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--canary") from None
     server.check_auth(opts.host, opts.api_key or os.environ.get(cfg.serve.api_key_env), opts.no_auth)
     sock = server.bind(opts.host, opts.port)
     state = server.build_state(cfg, opts, status=lambda msg: console.print(msg, highlight=False))

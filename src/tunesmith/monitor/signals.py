@@ -194,6 +194,51 @@ class Monitor:
                               len(ratings), th.negative_feedback, self.cfg),
                 _share_signal("corrected", "Answers users corrected", corrected, len(answered), th.corrected, self.cfg)]
 
+    def shadow_signals(self, log_rows: Sequence[dict[str, Any]], answered: Sequence[dict[str, Any]]) -> list[Signal]:
+        """Shadow answers paired with this run's (same requests): how often they agree, and on the requests users
+        corrected, which of the two matched the correction (a paired exact McNemar test); canary answers beside
+        this run's, by their feedback."""
+        mine = {r["id"]: r for r in answered}
+        pairs = [(mine[r["metadata"]["shadow_of"]], r) for r in log_rows
+                 if r["metadata"].get("shadow_of") in mine]
+        out = []
+        if pairs:
+            def key(r: dict[str, Any]) -> str:
+                return r["label"] if self.labels and r["label"] else r["answer"].strip()
+
+            agree = sum(key(a) == key(b) for a, b in pairs)
+            signal = _share_signal("shadow_agreement", f"Shadow ({pairs[0][1]['model']}) answers equal to this run's",
+                                   agree, len(pairs), None, self.cfg)
+            judged = [(a, b, fix) for a, b in pairs
+                      if (fix := next((f["correction"] for f in reversed(a["feedback"]) if f["correction"]), None))]
+            if judged:
+                from tunesmith.evaluate.stats import paired_shift
+
+                diffs = [float(key(b) == fix.strip()) - float(key(a) == fix.strip()) for a, b, fix in judged]
+                shift = paired_shift(diffs, level=1 - self.cfg.alpha, proportion=True, seed=self.seed)
+                signal.detail.update(corrected=len(judged), shadow_right=sum(key(b) == f.strip() for _, b, f in judged),
+                                     run_right=sum(key(a) == f.strip() for a, _, f in judged),
+                                     difference=[shift.diff.value, shift.diff.low, shift.diff.high],
+                                     p_value=shift.p_value, test=shift.test)
+                signal.message += (f"; on {len(judged)} corrected requests the shadow matched the correction "
+                                   f"{signal.detail['shadow_right']} times, this run {signal.detail['run_right']} "
+                                   f"(p = {shift.p_value:.3g}, {shift.test})")
+            out.append(signal)
+        canary = [r for r in log_rows if r["metadata"].get("tunesmith_route") == "canary"
+                  and r["model"] in {self.run.id, self.alias}]
+        if canary:
+            def down(rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+                ratings = [f["rating"] for r in rows for f in r["feedback"] if f["rating"] is not None]
+                return sum(map(_negative, ratings)), len(ratings)
+
+            (kc, nc), (kr, nr) = down(canary), down(answered)
+            out.append(Signal(name="canary", title=f"Canary ({canary[0]['run_id']}) beside this run", count=len(canary),
+                              status="ok", message=f"{len(canary)} requests answered by the canary; rated down "
+                                                   f"{kc} of {nc} (this run: {kr} of {nr})",
+                              detail={"canary_run": canary[0]["run_id"], "rated_down": [kc, nc],
+                                      "run_rated_down": [kr, nr]}))
+        return out
+
     # ------------------------------------------------------------------ time series and examples
 
     def windows(self, sent: Sequence[dict[str, Any]]) -> list[Window]:
@@ -262,7 +307,8 @@ def monitor_traffic(run: RunPaths, log_rows: Sequence[dict[str, Any]], cfg: Moni
     monitor = Monitor(run, alias, cfg, dedup, seed)
     sent, answered = monitor.traffic(log_rows)
     inputs, live_scores = monitor.input_signals(sent)
-    signals = [*inputs, *monitor.output_signals(answered), *monitor.feedback_signals(answered)]
+    signals = [*inputs, *monitor.output_signals(answered), *monitor.feedback_signals(answered),
+               *monitor.shadow_signals(log_rows, answered)]
     alerts = [f"{s.title}: {s.message}" for s in signals if s.status == "alert"]
     return MonitorReport(run_id=run.id, alias=alias, task=monitor.task, log=log, since=since,
                          first=sent[0]["created"] if sent else None, last=sent[-1]["created"] if sent else None,

@@ -30,6 +30,7 @@ from tunesmith.monitor.requestlog import Feedback, LoggedRequest, RequestLog
 from tunesmith.serve.metrics import ServerMetrics
 from tunesmith.serve.schemas import (AdapterRequest, ApiError, ChatRequest, CompletionRequest, FeedbackRequest,
                                      Message, parse)
+from tunesmith.serve.routing import Routing, shadow_copy
 from tunesmith.serve.served import Served, load_classifier, served_adapter, served_run
 from tunesmith.config import ServeConfig
 
@@ -62,6 +63,7 @@ class ServerState:
     base_path: Path | None = None
     precision: str = "auto"
     trust_remote_code: bool = False
+    routing: Routing = field(default_factory=Routing)
 
     @property
     def tokenizer(self) -> Any:
@@ -211,15 +213,19 @@ def create_app(state: ServerState, on_shutdown: Callable[[], None] | None = None
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         req, served = await read(request, ChatRequest)
+        served, route = state.routing.answer_by(state, req.model, served)
+        shadowed = state.routing.shadow is not None and req.model == state.routing.primary
         if served.classifier is not None:
-            return await _classify(state, req, served)
+            return await _classify(state, req, served, route)
         ids, shortened, logged = _chat_prompt(state, served, req.messages)
         constrained = served.trie is not None and (req.tunesmith is None or req.tunesmith.constrained is not False)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         job = Job(served.name if served.adapter else _base(state), ids, _sampling(state, req, logprobs),
                   trie=served.trie if constrained else None)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
-        extra = {"truncated": shortened, "run_id": _run_id(served)}
+        extra = {"truncated": shortened, "run_id": _run_id(served), **({"route": route} if route else {})}
+        if shadowed:
+            shadow_copy(state, req, rid)
         return await _answer(state, request, req, served, job, rid, logged, "chat.completions", extra)
 
     @app.post("/v1/completions")
@@ -341,7 +347,7 @@ def _submit(state: ServerState, job: Job) -> None:
         raise ApiError(404, f"the model {job.adapter!r} is no longer served", "model", "model_not_found") from None
 
 
-async def _classify(state: ServerState, req: ChatRequest, served: Served) -> Response:
+async def _classify(state: ServerState, req: ChatRequest, served: Served, route: str | None = None) -> Response:
     """A classification-head run's answer: one forward pass, the most probable label, every label's probability."""
     from rich.progress import Progress
 
@@ -361,8 +367,8 @@ async def _classify(state: ServerState, req: ChatRequest, served: Served) -> Res
     c = Completion(text=label, finish_reason="stop", prompt_tokens=len(ids), completion_tokens=0, label=label,
                    probability=probability, seconds=took, first_token_seconds=took)
     rid = f"chatcmpl-{uuid.uuid4().hex}"
-    await _record(state, req, served, rid, "chat.completions", logged, c, arrived)
-    extra = {"truncated": shortened, "run_id": _run_id(served), "probabilities": dict(zip(served.labels or [], (round(p, 6) for p in probs)))}
+    await _record(state, req, served, rid, "chat.completions", logged, c, arrived, route)
+    extra = {"truncated": shortened, "run_id": _run_id(served), **({"route": route} if route else {}), "probabilities": dict(zip(served.labels or [], (round(p, 6) for p in probs)))}
     created = int(time.time())
     if not req.stream:
         return JSONResponse(_reply("chat.completions", rid, req.model, created, c, extra))
@@ -433,7 +439,7 @@ def _reply(kind: str, rid: str, model: str, created: int, c: Completion, extra: 
 
 
 async def _record(state: ServerState, req: ChatRequest | CompletionRequest, served: Served, rid: str, kind: str,
-                  messages: list[dict[str, str]], c: Completion, arrived: float) -> None:
+                  messages: list[dict[str, str]], c: Completion, arrived: float, route: str | None = None) -> None:
     """Count the answer and commit it to the request log (before the client gets its end)."""
     m = state.metrics
     m.requests.labels(req.model, kind, "200").inc()
@@ -448,7 +454,7 @@ async def _record(state: ServerState, req: ChatRequest | CompletionRequest, serv
         answer=c.text, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
         latency_ms=round((time.perf_counter() - arrived) * 1000, 2), first_token_ms=round(c.first_token_seconds * 1000, 2),
         finish_reason=c.finish_reason, label=c.label, probability=c.probability, user=req.user,
-        metadata=dict(req.metadata or {}))
+        metadata={**(req.metadata or {}), **({"tunesmith_route": route} if route else {})})
     await asyncio.wrap_future(state.log.record(entry))
 
 
@@ -458,7 +464,7 @@ async def _answer(state: ServerState, request: Request, req: ChatRequest | Compl
     if not req.stream:
         _submit(state, job)
         c = await _wait(request, state, job)
-        await _record(state, req, served, rid, kind, messages, c, arrived)
+        await _record(state, req, served, rid, kind, messages, c, arrived, extra.get("route"))
         return JSONResponse(_reply(kind, rid, req.model, created, c, extra))
 
     loop = asyncio.get_running_loop()
@@ -489,7 +495,7 @@ async def _answer(state: ServerState, request: Request, req: ChatRequest | Compl
                 return
             if job.trie is not None:
                 yield chunk({"content": c.text} if chat else c.text)
-            await _record(state, req, served, rid, kind, messages, c, arrived)
+            await _record(state, req, served, rid, kind, messages, c, arrived, extra.get("route"))
             yield chunk({} if chat else "", c.finish_reason, tunesmith=_extension(c, extra))
             if req.stream_options is not None and req.stream_options.include_usage:
                 yield "data: " + json.dumps({"id": rid, "object": obj, "created": created, "model": req.model,

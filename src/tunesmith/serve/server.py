@@ -26,6 +26,7 @@ from tunesmith.monitor.requestlog import RequestLog
 from tunesmith.serve.app import ServerState, create_app, set_opening
 from tunesmith.serve.follow import AliasFollower
 from tunesmith.serve.metrics import ServerMetrics
+from tunesmith.serve.routing import Routing, parse_canary
 from tunesmith.serve.served import Served, load_classifier, served_adapter, served_run
 
 
@@ -68,6 +69,8 @@ class ServeOptions:
     api_key: str | None
     no_auth: bool
     project_dir: Path
+    shadow: str | None = None
+    canary: str | None = None
 
 
 def what_to_serve(cfg: Config, opts: ServeOptions) -> tuple[str, list[Served], Config | None]:
@@ -77,7 +80,12 @@ def what_to_serve(cfg: Config, opts: ServeOptions) -> tuple[str, list[Served], C
         UserError: A run or adapter cannot be served, or runs were trained on different base models.
     """
     served, first = [], None
-    for ref in opts.runs:
+    extra = list(dict.fromkeys(r for r in (opts.shadow, (opts.canary or "").rpartition(":")[0] or None)
+                               if r and r not in opts.runs))
+    if extra and not opts.runs:
+        raise UserError("--shadow and --canary try a model on the first --run's traffic (e.g. --run production "
+                        "--shadow candidate); give --run")
+    for ref in [*opts.runs, *extra]:
         one, run_cfg = served_run(ref, cfg.project.runs_dir)
         if first is not None and run_cfg.model.base != first.model.base:
             raise UserError(f"run {one.name} was trained on {run_cfg.model.base}, but run {served[0].name} on "
@@ -132,7 +140,19 @@ def build_state(cfg: Config, opts: ServeOptions, status: Callable[[str], None] =
     for one in served.values():
         if one.classifier is None:
             set_opening(state, one)
+    if opts.shadow or opts.canary:
+        state.routing = Routing(primary=adapters[0].public_name, shadow=_served_name(opts.shadow, adapters),
+                                canary=None if not opts.canary else
+                                (_served_name(parse_canary(opts.canary)[0], adapters), parse_canary(opts.canary)[1]))
     return state
+
+
+def _served_name(ref: str | None, adapters: list[Served]) -> str | None:
+    """The served name of a run given as ``ref`` (an alias serves under the alias, a run id under its id)."""
+    if ref is None:
+        return None
+    return next((a.public_name for a in adapters if ref in (a.public_name, a.name, str(a.run.root) if a.run else None)),
+                ref)
 
 
 def shutdown(state: ServerState) -> None:
