@@ -115,6 +115,14 @@ def test_the_loop_end_to_end(project, monkeypatch):
         res = _cli(project, "data", "review", "import", "sheet.csv", "--into", "reviewed.jsonl")
         assert res.returncode == 0, res.stderr
 
+        # A dry run: the plan and its cost, no run.
+        before = sorted(p.name for p in runs.iterdir())
+        res = _cli(project, "retrain", "--dry-run", "--json")
+        assert res.returncode == 0, res.stderr
+        plan = json.loads(res.stdout)
+        assert plan["production"] == v1.id and plan["changes"]["rows_read"] == len(traffic)
+        assert plan["estimate"]["data"]["total_steps"] > 0 and sorted(p.name for p in runs.iterdir()) == before
+
         # Retrain: promoted, and the running server follows.
         res = _cli(project, "retrain", "--json")
         assert res.returncode == 0, res.stderr

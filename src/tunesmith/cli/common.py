@@ -93,6 +93,16 @@ def runs_dir_of(runs_dir: Path | None, config: Path | None = None) -> Path:
     return Path("runs")
 
 
+def project_config(config: Path | None) -> tuple[Any, Path]:
+    """The project file given, else ./tunesmith.yaml if there is one, else the defaults; with its folder.
+
+    Raises:
+        ConfigError: The file is invalid.
+    """
+    path = config or (Path("tunesmith.yaml") if Path("tunesmith.yaml").is_file() else None)
+    return load_config(path)
+
+
 def run_summary(run_root: Path) -> dict[str, Any]:
     report = read_report(run_root / "report.json").model_dump(mode="json")
     return {"run_id": report["run_id"], "run_dir": str(run_root), "report": str(run_root / "report.md"),

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from tunesmith.cli.common import JsonOpt, RunsDirOpt, app, emit, handle_errors, lazy, runs_dir_of
+from tunesmith.cli.common import JsonOpt, RunsDirOpt, app, emit, handle_errors, lazy, project_config, runs_dir_of
 from tunesmith.config import load_config, resolve_path
 from tunesmith.console import console, out_console
 from tunesmith.errors import EXIT_ALERT
@@ -94,8 +94,7 @@ def aliases(
 
 
 def _project(config: Path | None) -> tuple[Any, Path]:
-    path = config or (Path("tunesmith.yaml") if Path("tunesmith.yaml").is_file() else None)
-    cfg, project_dir = load_config(path)
+    cfg, project_dir = project_config(config)
     cfg.project.runs_dir = resolve_path(project_dir, cfg.project.runs_dir)
     return cfg, project_dir
 

@@ -97,6 +97,7 @@ def runs(
         return
     cols = ["id", "created", "status", "task", "method", "metric", "baseline", "tuned", "target", "verdict"]
     cols += ["sweep"] if any(r["sweep"] for r in rows) else []
+    cols += ["aliases"] if any(r.get("aliases") for r in rows) else []
     extra = sort if sort not in ("created", "metric", "tuned", "baseline") else None
     table = Table()
     for col in cols + ([extra] if extra else []):
@@ -104,7 +105,8 @@ def runs(
         table.add_column(col, no_wrap=True, min_width=max(len(str(r["id"])) for r in rows) if col == "id" else None,
                          overflow="fold" if col == "id" else "ellipsis")
     for r in rows:
-        cells = [_local_time(r[c]) if c == "created" else _cell(r[c]) for c in cols]
+        cells = [_local_time(r[c]) if c == "created" else ", ".join(r[c]) if c == "aliases" else _cell(r[c])
+                 for c in cols]
         if extra:
             cells.append(_cell(sort_value(r, extra)[0]))
         table.add_row(*cells)

@@ -10,15 +10,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tunesmith.config import load_config, resolve_path
+from tunesmith.config import resolve_path
 from tunesmith.console import console
-from tunesmith.cli.common import JsonOpt, app, emit, handle_errors, lazy, runs_dir_of
+from tunesmith.cli.common import JsonOpt, app, emit, handle_errors, lazy, project_config, runs_dir_of
 from tunesmith.errors import UserError
-
-
-def _project(config: Path | None) -> tuple[Any, Path]:
-    path = config or (Path("tunesmith.yaml") if Path("tunesmith.yaml").is_file() else None)
-    return load_config(path)
 
 
 def _pairs(items: list[str] | None) -> dict[str, str]:
@@ -54,7 +49,7 @@ def serve(
     request log (serve.log), PII scrubbed; POST /v1/feedback rates an answer. Stop with Ctrl-C or
     SIGTERM: requests in flight are finished first.
     """
-    cfg, project_dir = _project(config)
+    cfg, project_dir = project_config(config)
     cfg.project.runs_dir = runs_dir_of(runs_dir, config) if runs_dir or config else resolve_path(project_dir, cfg.project.runs_dir)
     server = lazy("tunesmith.serve.server")
     opts = server.ServeOptions(runs=list(run_refs or cfg.serve.runs), adapters={**cfg.serve.adapters, **_pairs(adapters)},
@@ -102,7 +97,7 @@ def logs_export(
     Each row is marked needs_review: true with its provenance (ratings, comments), so production
     traffic goes through `tunesmith data review` before it trains the next model.
     """
-    cfg, project_dir = _project(config)
+    cfg, project_dir = project_config(config)
     path = log or (cfg.serve.log.path if cfg.serve.log.path.is_absolute() else project_dir / cfg.serve.log.path)
     if not path.is_file():
         raise UserError(f"no request log at {path} (tunesmith serve writes it; serve.log.path, or --log FILE)")

@@ -75,7 +75,8 @@ def monitor_sections(report: MonitorReport) -> list[Section]:
         head.blocks.append(Text("**No alerts**", "met"))
     if report.webhook:
         head.blocks.append(Text(f"Webhook: {report.webhook}", "muted"))
-    rows = [[s.title, s.status, s.value, s.threshold, s.p_value, s.count, s.message] for s in report.signals]
+    rows = [[s.title, s.status, s.value, s.threshold, None if s.p_value is None else f"{s.p_value:.3g}", s.count,
+             s.message] for s in report.signals]
     signals = Section("Signals", [Table(["signal", "status", "value", "threshold", "p", "requests", "detail"], rows)])
     timeline = Section("Over time", [Figure("timeline", "signals per window"), Table(
         ["window", "requests", "median words", "length PSI", "label shift", "estimated accuracy", "positive feedback",

@@ -108,7 +108,7 @@ class Monitor:
 
     def traffic(self, log_rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(requests sent to this run or its alias, the ones this run answered)."""
-        names = {self.run.id, *( [self.alias] if self.alias else [])}
+        names = {self.run.id, self.alias} - {None}
         sent = [r for r in log_rows if r["model"] in names or r["run_id"] == self.run.id]
         return sent, [r for r in sent if r["run_id"] == self.run.id]
 

@@ -8,6 +8,7 @@ other examples in :mod:`tunesmith.ops.reevaluate`, aliases in :mod:`tunesmith.ru
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,8 +74,9 @@ def candidate_config(cfg: Config, plan_files: dict[str, Path], version: DataVers
     return out
 
 
-def plan_retrain(cfg: Config, base_dir: Path, *, write: bool = True) -> RetrainPlan:
-    """Find production, build the next data version and the candidate's config.
+def plan_retrain(cfg: Config, base_dir: Path, *, scratch: Path | None = None) -> RetrainPlan:
+    """Find production, build the next data version (written to its folder, or to ``scratch`` for a dry run)
+    and the candidate's config.
 
     Raises:
         UserError: No production run, a data.mix run, no reviewed rows.
@@ -92,7 +94,7 @@ def plan_retrain(cfg: Config, base_dir: Path, *, write: bool = True) -> RetrainP
     version = next_data_version(splits, new_files, fresh_fraction=cfg.retrain.fresh_test_fraction,
                                 dedup=cfg.data.dedup, seed=cfg.project.seed)
     folder = runs_dir / VERSIONS_DIR / version.version[:12]
-    files = version.write(folder) if write else {k: folder / f"{k}.jsonl" for k in ("train", "validation", "test")}
+    files = version.write(scratch or folder)
     return RetrainPlan(production, prod_cfg, splits, version, folder, files,
                        candidate_config(cfg, files, version, production, cfg.retrain.continue_production))
 
@@ -159,11 +161,13 @@ def retrain(cfg: Config, base_dir: Path, *, dry_run: bool = False, by: str | Non
     Raises:
         UserError: No production run, no reviewed rows, a bad config.
     """
-    plan = plan_retrain(cfg, base_dir)
-    if dry_run:
+    if dry_run:  # nothing is written to the runs folder
         from tunesmith.plan.estimate import plan_training
 
-        return RetrainOutcome(plan, estimate=plan_training(plan.candidate_config, base_dir))
+        with tempfile.TemporaryDirectory() as scratch:
+            plan = plan_retrain(cfg, base_dir, scratch=Path(scratch))
+            return RetrainOutcome(plan, estimate=plan_training(plan.candidate_config, base_dir))
+    plan = plan_retrain(cfg, base_dir)
     lineage = {"parent": plan.production.id, "data_version": plan.version.version,
                "parent_data_hash": plan.version.parent_hash, "built_from": plan.version.sources,
                "data_folder": str(plan.folder)}

@@ -74,7 +74,7 @@ def retrain_sections(r: RetrainReport) -> list[Section]:
 
     rows = [[c.name, c.requirement, c.count, f"{c.production:.4f} {iv(c.production_interval)}",
              f"{c.candidate:.4f} {iv(c.candidate_interval)}", f"{c.difference:+.4f} {iv(c.difference_interval, True)}",
-             c.p_value, c.test] for c in r.comparisons]
+             f"{c.p_value:.3g}", c.test] for c in r.comparisons]
     metric = r.comparisons[0].metric if r.comparisons else "metric"
     table = Section("Candidate against production, on the same examples", [Table(
         ["test set", "gate asks", "examples", f"production {metric}", f"candidate {metric}", "difference", "p", "test"],

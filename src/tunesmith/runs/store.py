@@ -378,7 +378,8 @@ def query_runs(runs_dir: Path, *, status: str | None = None, task: str | None = 
         with_config: Include each run's config (a nested mapping).
 
     Returns:
-        One mapping per run with the registry's columns, ``metrics`` decoded.
+        One mapping per run with the registry's columns, ``metrics`` decoded, and ``aliases``: the aliases
+        it holds (``production``...).
 
     Raises:
         UserError: A filter value is invalid, a ``--where`` key is not a config key, or no run has the sort key.
@@ -405,6 +406,13 @@ def query_runs(runs_dir: Path, *, status: str | None = None, task: str | None = 
         return []
     with _connect(runs_dir) as con:
         rows = [_row(r, with_config) for r in con.execute(sql, params)]
+    from tunesmith.runs.aliases import aliases_of  # aliases build on this module
+
+    held: dict[str, list[str]] = {}
+    for alias, run_id in aliases_of(runs_dir).items():
+        held.setdefault(run_id, []).append(alias)
+    for row in rows:
+        row["aliases"] = held.get(row["id"], [])
     if sort != "created":
         rows = _sorted(rows, sort)
     return rows[:limit] if limit is not None else rows
