@@ -22,7 +22,7 @@ LAYERS = [
     {"runs", "tracking", "monitor"},
     {"steps"},
     {"recipes", "ops", "plan"},
-    {"serve"},
+    {"serve", "web"},
     {"cli", "__main__"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}

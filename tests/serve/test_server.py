@@ -146,7 +146,8 @@ def test_feedback_goes_into_logs_export(server, tiny_runs):
     assert rows[other.id]["messages"][-1]["content"] == other.choices[0].message.content
     res = runner.invoke(app, ["logs", "export", "--log", str(folder / "logs" / "requests.sqlite"), "--out", str(out),
                               "--only-feedback", "--json"])
-    assert json.loads(res.stdout)["rows"] >= 1 and all(json.loads(x)["provenance"]["ratings"] for x in out.read_text().splitlines())
+    exported = [json.loads(x)["provenance"] for x in out.read_text().splitlines()]
+    assert json.loads(res.stdout)["rows"] >= 1 and all(p["ratings"] or p["corrected"] or p["comments"] for p in exported)
     # the data step reads it: the rows wait for review
     with sqlite3.connect(folder / "logs" / "requests.sqlite") as con:
         user, meta = con.execute("SELECT user, metadata FROM requests WHERE id = ?", (reply.id,)).fetchone()

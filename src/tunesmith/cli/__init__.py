@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from tunesmith import __version__
-from tunesmith.cli import data, human_eval, loop, project, runs, serve  # noqa: F401  (each registers its commands on the app)
+from tunesmith.cli import data, human_eval, loop, project, runs, serve, ui  # noqa: F401  (each registers its commands on the app)
 from tunesmith.cli.common import app
 
 __all__ = ["app", "main"]

@@ -38,12 +38,14 @@ def _image(path: Path | None, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def render_html(sections: Sequence[Section], plots: dict[str, Path] | None = None) -> str:
-    """The sections as one page, with the PNG plots embedded so the file stands alone.
+def render_body(sections: Sequence[Section], plots: dict[str, Path] | None = None,
+                skip: set[str] | frozenset[str] = frozenset()) -> str:
+    """The sections as HTML without the page around them (the web UI puts them in its own page).
 
     Args:
-        sections: The report's sections, in order (the first one's title is the page's title).
-        plots: Plot name -> PNG file; a figure whose file is missing is left out.
+        sections: The report's sections, in order.
+        plots: Plot name -> PNG file, embedded; a figure whose file is missing is left out.
+        skip: Figures to leave out (the UI draws the loss curves itself, interactively).
     """
     parts: list[str] = []
     for section in sections:
@@ -61,8 +63,18 @@ def render_html(sections: Sequence[Section], plots: dict[str, Path] | None = Non
                 head = "".join(f"<th>{html.escape(h)}</th>" for h in block.header)
                 body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in block.rows)
                 parts.append(f"<table><tr>{head}</tr>{body}</table>")
-            elif isinstance(block, Figure):
+            elif isinstance(block, Figure) and block.plot not in skip:
                 parts.append(_image((plots or {}).get(block.plot), block.alt))
+    return "".join(parts)
+
+
+def render_html(sections: Sequence[Section], plots: dict[str, Path] | None = None) -> str:
+    """The sections as one page, with the PNG plots embedded so the file stands alone.
+
+    Args:
+        sections: The report's sections, in order (the first one's title is the page's title).
+        plots: Plot name -> PNG file; a figure whose file is missing is left out.
+    """
     title = html.escape(sections[0].title) if sections else "tunesmith report"
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
-            f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+            f"<style>{_STYLE}</style></head><body>{render_body(sections, plots)}</body></html>\n")
