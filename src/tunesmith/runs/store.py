@@ -181,7 +181,8 @@ def folder_row(run: RunPaths) -> dict[str, Any]:
     sides = {"baseline": report.baseline.metrics if report and report.baseline else {},
              "tuned": report.tuned.metrics if report else {}}
     metrics = {**sides, "train": report.train.model_dump() if report and report.train else {},
-               "higher_is_better": {k: v.higher_is_better for k, v in report.comparison.items()} if report else {}}
+               "higher_is_better": {k: v.higher_is_better for k, v in report.comparison.items()} if report else {},
+               "interval": report.interval.to_dict() if report and report.interval else None}
     return {
         "id": run.id, "path": str(run.root.resolve()), "project": section("project").get("name"), "task": task,
         "created": _created(run), "updated": status.get("updated"), "status": status.get("status", "unknown"),

@@ -22,10 +22,10 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -108,7 +108,8 @@ def create_ui(state: UiState) -> FastAPI:
             return await call_next(request)
         if path.startswith("/api/"):
             return JSONResponse({"error": "sign in first"}, status_code=401)
-        return RedirectResponse("/login?" + urlencode({"next": path}), status_code=303)
+        target = path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
 
     async def checked_form(request: Request) -> dict[str, str]:
         form = _form(await request.body())
@@ -156,7 +157,7 @@ def create_ui(state: UiState) -> FastAPI:
         return page(request, "runs.html", **ctx)
 
     @app.get("/compare", response_class=HTMLResponse)
-    async def compare(request: Request, run: list[str] | None = None) -> HTMLResponse:
+    async def compare(request: Request, run: Annotated[list[str] | None, Query()] = None) -> HTMLResponse:
         ids = [r for r in (run or []) if r]
         if not ids:
             raise UserError("choose runs to compare: tick them in the runs table")
@@ -168,9 +169,10 @@ def create_ui(state: UiState) -> FastAPI:
         return page(request, "run.html", run=views.run_page(state.runs_dir, run_id), job=run_id in state.jobs)
 
     @app.get("/runs/{run_id}/progress", response_class=HTMLResponse)
-    async def progress(request: Request, run_id: str) -> HTMLResponse:
+    async def progress(request: Request, run_id: str, live: int = 0) -> HTMLResponse:
         run = find_run(run_id, state.runs_dir)
-        return page(request, "_progress.html", run={"id": run.id, "status": views.run_status(run)})
+        return page(request, "_progress.html", run={"id": run.id, "status": views.run_status(run)},
+                    job=run.id in state.jobs, live=bool(live))
 
     @app.get("/api/runs/{run_id}/metrics")
     async def metrics(run_id: str) -> JSONResponse:
@@ -305,6 +307,37 @@ def create_ui(state: UiState) -> FastAPI:
         edits = {k[len("field."):]: v for k, v in form.items() if k.startswith("field.")}
         counts = views.decide_row(path, review_id, decision, edits, reviewer)
         return page(request, "_decided.html", decision=decision, review_id=review_id, counts=counts)
+
+    # ------------------------------------------------------------------ blind A/B review
+
+    @app.get("/ab", response_class=HTMLResponse)
+    async def ab(request: Request, run: str = "", rater: str = "") -> HTMLResponse:
+        runs_dir = state.runs_dir
+        choices = [r["id"] for r in views.query_runs(runs_dir, status="completed")] if runs_dir.is_dir() else []
+        chosen = run or (choices[0] if choices else "")
+        ctx = views.ab_state(find_run(chosen, runs_dir), rater) if chosen else {"exported": False}
+        return page(request, "ab.html", runs=choices, chosen=chosen, rater=rater, **ctx)
+
+    @app.post("/ab/export")
+    async def ab_export(request: Request) -> RedirectResponse:
+        from tunesmith.ops.human_eval import export_human_review
+
+        form = await checked_form(request)
+        run = find_run(form.get("run", ""), state.runs_dir)
+        export_human_review(run, state.config().project.seed)
+        return RedirectResponse("/ab?" + urlencode({"run": run.id, "rater": form.get("rater", "")}), status_code=303)
+
+    @app.post("/ab/rate")
+    async def ab_rate(request: Request) -> RedirectResponse:
+        form = await checked_form(request)
+        rater = (form.pop("rater", "") or "").strip()
+        if not rater:
+            raise UserError("give your name as the rater: each rater's ratings are kept apart")
+        run = find_run(form.pop("run", ""), state.runs_dir)
+        form.pop("csrf", None)
+        cfg, _ = load_config(run.config, stored=True)
+        views.rate_item(run, cfg, rater, form)
+        return RedirectResponse("/ab?" + urlencode({"run": run.id, "rater": rater}), status_code=303)
 
     # ------------------------------------------------------------------ playground
 

@@ -18,11 +18,14 @@ from tunesmith.data.review import import_sheets
 from tunesmith.errors import UserError
 from tunesmith.monitor.schema import MonitorReport, read_monitor_report
 from tunesmith.report.html import render_body
+from tunesmith.report.retrain import read_retrain_report, retrain_sections
 from tunesmith.report.schema import read_report_if_any
 from tunesmith.report.sections import build_sections
 from tunesmith.runs.aliases import alias_history, aliases_of
 from tunesmith.runs.folder import RunPaths, find_run
 from tunesmith.runs.store import query_runs, sync_registry
+
+__all__ = ["query_runs"]  # the pages list runs through this module
 
 #: Columns of the runs table, in order, and how each sorts.
 RUN_COLUMNS = ("id", "status", "task", "method", "data_hash", "metric", "tuned", "verdict", "aliases")
@@ -39,8 +42,8 @@ def runs_table(runs_dir: Path, *, status: str = "", task: str = "", text: str = 
                                                                                  "status")).lower()
                 or any(needle in a for a in r["aliases"])]
     for r in rows:
-        iv = (r["metrics"].get("interval") or {}) if isinstance(r["metrics"], dict) else {}
-        r["interval"] = [iv.get("low"), iv.get("high")] if iv else None
+        iv = r["metrics"].get("interval") or {}
+        r["interval"] = [iv["low"], iv["high"]] if iv.get("low") is not None else None
     if sort in RUN_COLUMNS or sort == "created":
         key = (lambda r: (r.get(sort) is None, str(r.get(sort)) if not isinstance(r.get(sort), (int, float))
                           else r.get(sort)))
@@ -94,7 +97,8 @@ def run_page(runs_dir: Path, run_id: str) -> dict[str, Any]:
         body = render_body(build_sections(report, tuned_rows, base_rows, 3), plots, skip={"loss"})
     manifest = json.loads((run.data / "manifest.json").read_text()) if (run.data / "manifest.json").is_file() else None
     config = run.config.read_text(encoding="utf-8") if run.config.is_file() else ""
-    retrain = run.retrain_md.read_text(encoding="utf-8") if run.retrain_md.is_file() else None
+    retrain = (render_body(retrain_sections(read_retrain_report(run.retrain_json)))
+               if run.retrain_json.is_file() else None)
     return {"id": run.id, "status": run_status(run), "report": report, "body": body, "config": config,
             "manifest": manifest, "retrain": retrain, "aliases": [a for a, r in aliases_of(runs_dir).items()
                                                                    if r == run.id]}
@@ -163,3 +167,41 @@ def project_settings(project_file: Path) -> dict[str, Any]:
     adapter, train = data.get("adapter") or {}, data.get("train") or {}
     return {"method": adapter.get("method", "lora"), "r": adapter.get("r", 16), "epochs": train.get("epochs", 2),
             "lr": train.get("lr")}
+
+
+# --------------------------------------------------------------------------- blind A/B review
+
+def rater_sheet(run: RunPaths, rater: str) -> Path:
+    """One rater's sheet in the run's review folder (a file of their own, as ``human-eval import`` takes them)."""
+    safe = "".join(ch for ch in rater if ch.isalnum() or ch in "-_.") or "rater"
+    return run.root / "review" / "raters" / f"{safe}.jsonl"
+
+
+def ab_state(run: RunPaths, rater: str) -> dict[str, Any]:
+    """The blind sheet's next item this rater has not rated, how far they are, and the results so far."""
+    sheet = run.root / "review" / "review.jsonl"
+    if not sheet.is_file():
+        return {"exported": False}
+    items = list(read_jsonl(sheet))
+    done = {r["item"] for r in read_jsonl(rater_sheet(run, rater))} if rater and rater_sheet(run, rater).is_file() else set()
+    criteria = json.loads((run.root / "review" / "review_key.json").read_text())["criteria"]
+    nxt = next((it for it in items if it["item"] not in done), None)
+    report = read_report_if_any(run.report_json)
+    return {"exported": True, "item": nxt, "done": len(done), "total": len(items), "criteria": criteria,
+            "results": report.human_review if report else None}
+
+
+def rate_item(run: RunPaths, cfg: Config, rater: str, row: dict[str, str]) -> dict[str, Any]:
+    """Record one rating in the rater's sheet, then import every rater's sheet into the run's reports
+    (``ratings.jsonl`` and the report's human-review section, as ``tunesmith human-eval import`` writes them).
+
+    Raises:
+        DataError: A score or preference is not valid (checked by the import, naming the field).
+    """
+    from tunesmith.ops.human_eval import import_human_review
+
+    path = rater_sheet(run, rater)
+    kept = [r for r in read_jsonl(path) if r["item"] != row["item"]] if path.is_file() else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(path, [*kept, row])
+    return import_human_review(run, cfg, sorted(path.parent.glob("*.jsonl")))

@@ -90,6 +90,14 @@ async function ask(pane, text) {
   pane.dataset.done = "yes";
 }
 
+// Blind A/B: a, b or t picks the better answer and saves (outside the text fields).
+document.addEventListener("keydown", ev => {
+  const form = document.getElementById("ab-item");
+  if (!form || ["TEXTAREA", "INPUT", "SELECT"].includes(ev.target.tagName)) return;
+  const pick = {a: "pref-A", b: "pref-B", t: "pref-tie"}[ev.key];
+  if (pick) { ev.preventDefault(); document.getElementById(pick).checked = true; form.requestSubmit(); }
+});
+
 // Review: a approves, r rejects the row that has the focus.
 document.addEventListener("keydown", ev => {
   const row = ev.target.closest && ev.target.closest(".review-row");
