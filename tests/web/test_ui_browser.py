@@ -134,6 +134,11 @@ def test_start_a_run_and_watch_it_train_live(browser, ui, ui_project):
 def test_review_rows_are_approved_edited_and_rejected_into_the_file(browser, ui, ui_project):
     folder, _, _ = ui_project
     sign_in(browser, ui, "/review")
+    browser.find_element(By.ID, "data-check").click()  # the project's data report, counts that add up
+    counts = wait_for(lambda: text_of(browser, "data-counts"))
+    summary = json.loads((folder / "data-report" / "summary.json").read_text())
+    assert f"{summary['rows_read']} rows read: {summary['rows_kept']} kept" in counts
+    assert summary["rows_read"] == summary["rows_kept"] + sum(summary["rejected"].values()) + sum(summary["removed"].values())
     assert "2 row(s) waiting" in browser.find_element(By.ID, "queue-count").text
     shot(browser, "review")
     first = browser.find_element(By.ID, "row-1")
@@ -143,7 +148,7 @@ def test_review_rows_are_approved_edited_and_rejected_into_the_file(browser, ui,
     first.find_element(By.CSS_SELECTOR, "button.approve").click()
     wait_for(lambda: "approved (edited)" in text_of(browser, "row-1"))
     second = browser.find_element(By.ID, "row-2")
-    second.click()  # focus the row: the keyboard decides
+    browser.execute_script("arguments[0].focus()", second)  # the row has the focus (tabindex 0): keys decide
     browser.switch_to.active_element.send_keys("r")
     wait_for(lambda: "rejected" in text_of(browser, "row-2"))
     kept = [json.loads(x) for x in (folder / "traffic.jsonl").read_text().splitlines()]

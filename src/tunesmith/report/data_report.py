@@ -175,7 +175,7 @@ def write_data_report(splits: Splits, out: Path) -> dict[str, Any]:
     """Write ``data_report.md``, ``data_report.html``, the plots and the set-aside/removed rows into ``out``.
 
     Returns:
-        The summary (also written as ``summary.json``).
+        The summary.
     """
     out.mkdir(parents=True, exist_ok=True)
     manifest = splits.save(out)

@@ -38,6 +38,8 @@ from tunesmith.web import views
 
 HERE = Path(__file__).parent
 COOKIE = "tunesmith_ui"
+#: Where the data page's report goes, in the project folder (as `tunesmith data check -o data-report`).
+DATA_REPORT = "data-report"
 #: Files of a run folder the run page may show.
 RUN_FILES = {"confusion.png", "calibration.png", "loss.png", "report.html", "report.md"}
 
@@ -292,7 +294,32 @@ def create_ui(state: UiState) -> FastAPI:
         files = [str(p.relative_to(state.project_dir)) for p in views.review_files(state.project_dir, cfg)]
         chosen = file if file in files else (files[0] if files else "")
         queue = views.review_queue(state.project_dir / chosen) if chosen else []
-        return page(request, "review.html", files=files, chosen=chosen, queue=queue)
+        summary_path = state.project_dir / DATA_REPORT / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+        projects = sorted(p.name for p in state.project_dir.glob("*.yaml"))
+        return page(request, "review.html", files=files, chosen=chosen, queue=queue, summary=summary,
+                    projects=projects)
+
+    @app.post("/data/check")
+    async def data_check(request: Request) -> RedirectResponse:
+        """``tunesmith data check --no-tokens`` on a project file: its data report, in the project's data-report/."""
+        import asyncio
+
+        from tunesmith.data.prepare import prepare_splits
+        from tunesmith.report.data_report import write_data_report
+
+        form = await checked_form(request)
+        cfg, base = load_config(project_file(form))
+        splits = await asyncio.to_thread(prepare_splits, cfg, base, False)
+        out = state.project_dir / DATA_REPORT
+        summary = await asyncio.to_thread(write_data_report, splits, out)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        return RedirectResponse("/review#data-report", status_code=303)
+
+    @app.get("/data/report.html")
+    async def data_report() -> Response:
+        path = state.project_dir / DATA_REPORT / "data_report.html"
+        return FileResponse(path) if path.is_file() else JSONResponse({"error": "no data report yet"}, status_code=404)
 
     @app.post("/review/decide", response_class=HTMLResponse)
     async def decide(request: Request) -> HTMLResponse:

@@ -127,7 +127,8 @@ def review_files(project_dir: Path, cfg: Config) -> list[Path]:
     """JSONL files of the project with rows waiting for review (generated or exported from the log)."""
     seen = []
     for path in sorted(project_dir.rglob("*.jsonl")):
-        if any(part in ("runs", ".venv", "node_modules") for part in path.relative_to(project_dir).parts):
+        if any(part in ("runs", ".venv", "node_modules", "data-report", "monitor")
+               for part in path.relative_to(project_dir).parts):
             continue
         try:
             if any(row.get("needs_review") is True for row in read_jsonl(path)):
