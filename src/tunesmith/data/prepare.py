@@ -167,7 +167,8 @@ class Splits:
                    manifest.get("tasks", {}))
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """A file's SHA-256, read in blocks (what manifests and lineage record of an input file)."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -217,7 +218,7 @@ def load_examples(path: Path | list[Path], fmt_name: str, columns: dict[str, str
     records, sources, warnings = [], [], []
     paths = path if isinstance(path, list) else [path]
     for file in (f for p in paths for f in data_files(p)):
-        sources.append({"path": str(file), "sha256": _sha256(file)})
+        sources.append({"path": str(file), "sha256": file_sha256(file)})
         before = len(records)
         records.extend(read_records(file))
         if len(records) == before:

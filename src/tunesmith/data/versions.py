@@ -23,7 +23,7 @@ from tunesmith.config import DedupConfig
 from tunesmith.data.examples import Example, examples_hash
 from tunesmith.data.formats import example_to_row
 from tunesmith.data.io import write_jsonl
-from tunesmith.data.prepare import Splits, load_examples
+from tunesmith.data.prepare import Splits, file_sha256, load_examples
 from tunesmith.data.quality import deduplicate, find_leakage
 from tunesmith.errors import DataError
 
@@ -83,14 +83,6 @@ def _kept_meta(ex: Example) -> dict[str, Any]:
     """Metadata worth keeping in the written rows (slices, fairness attributes), not the review bookkeeping."""
     return {k: v for k, v in ex.meta.items() if k not in ("needs_review", "provenance", "review", "messages", "id")
             and not isinstance(v, (dict, list))}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_reviewed(paths: list[Path], classification: bool) -> tuple[list[Example], list[dict[str, Any]], int]:
@@ -194,6 +186,6 @@ def next_data_version(base: Splits, new_files: list[Path], *, fresh_fraction: fl
     }
     # Every row read is accounted for: set aside on reading, held out, joined, or set aside by a check.
     assert read == changes["set_aside_on_reading"] + len(fresh) + len(added) + sum(why.values())
-    sources = [{"path": str(p), "sha256": _sha256(Path(p))} for p in new_files]
+    sources = [{"path": str(p), "sha256": file_sha256(Path(p))} for p in new_files]
     return DataVersion(train, list(base.validation), list(base.test), fresh, labels,
                        "text_label" if classification else "messages", base.data_hash(), sources, changes, aside)

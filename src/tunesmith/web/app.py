@@ -12,6 +12,7 @@ review import), so the CLI and the UI leave the same files. The playground talks
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -19,18 +20,20 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
+import httpx
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from tunesmith.config import Config, load_config
+from tunesmith.config import Config, load_config, resolve_path
 from tunesmith.errors import UserError
 from tunesmith.runs.aliases import promote, rollback
 from tunesmith.runs.folder import find_run
@@ -213,8 +216,6 @@ def create_ui(state: UiState) -> FastAPI:
 
     @app.post("/start/plan", response_class=HTMLResponse)
     async def plan(request: Request) -> HTMLResponse:
-        import asyncio
-
         from tunesmith.plan.estimate import plan_training
 
         form = await checked_form(request)
@@ -226,16 +227,17 @@ def create_ui(state: UiState) -> FastAPI:
     async def start(request: Request) -> Response:
         form = await checked_form(request)
         path = project_file(form)
-        load_config(path, overrides(form))  # a bad value fails here, with the key named, before anything starts
+        cfg, base = load_config(path, overrides(form))  # a bad value fails here, naming the key, before anything starts
         args = [sys.executable, "-m", "tunesmith", "run", "-c", str(path)]
         for item in overrides(form):
             args += ["--set", item]
-        runs_dir = state.runs_dir
+        runs_dir = resolve_path(base, cfg.project.runs_dir)
         before = {p.name for p in runs_dir.iterdir()} if runs_dir.is_dir() else set()
-        proc = subprocess.Popen(args, cwd=state.project_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        import asyncio
-
+        log = state.project_dir / "logs" / "ui-runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{path.stem}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as out:  # the run's own progress, for a look when something goes wrong
+            proc = subprocess.Popen(args, cwd=state.project_dir, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         for _ in range(600):  # the run folder appears once the data is found and the model resolved
             if runs_dir.is_dir() and (new := {p.name for p in runs_dir.iterdir() if (p / "config.yaml").is_file()}
                                       - before):
@@ -243,8 +245,7 @@ def create_ui(state: UiState) -> FastAPI:
                 state.jobs[run_id] = proc
                 return RedirectResponse(f"/runs/{run_id}", status_code=303)
             if proc.poll() is not None:
-                raise UserError(f"the run stopped before it started (exit code {proc.returncode}); "
-                                f"try `tunesmith run -c {path.name}` in a terminal to see why")
+                raise UserError(f"the run stopped before it started (exit code {proc.returncode}): see {log}")
             await asyncio.sleep(0.2)
         raise UserError("the run did not start within two minutes")
 
@@ -303,8 +304,6 @@ def create_ui(state: UiState) -> FastAPI:
     @app.post("/data/check")
     async def data_check(request: Request) -> RedirectResponse:
         """``tunesmith data check --no-tokens`` on a project file: its data report, in the project's data-report/."""
-        import asyncio
-
         from tunesmith.data.prepare import prepare_splits
         from tunesmith.report.data_report import write_data_report
 
@@ -372,8 +371,6 @@ def create_ui(state: UiState) -> FastAPI:
     async def playground(request: Request) -> HTMLResponse:
         models, error = [], None
         if state.serve_url:
-            import httpx
-
             try:
                 async with httpx.AsyncClient(timeout=10) as client:
                     r = await client.get(f"{state.serve_url}/models", headers=_serve_auth(state))
@@ -390,8 +387,6 @@ def create_ui(state: UiState) -> FastAPI:
             return JSONResponse({"error": "bad token: reload the page"}, status_code=403)
         if not state.serve_url:
             return JSONResponse({"error": "no server: start the UI with --serve URL"}, status_code=409)
-        import httpx
-
         payload = {"model": body["model"], "messages": body["messages"], "stream": True,
                    "max_tokens": int(body.get("max_tokens") or 256)}
 
@@ -408,8 +403,6 @@ def create_ui(state: UiState) -> FastAPI:
     async def feedback(request: Request) -> Response:
         if request.headers.get("x-csrf") != state.token("form"):
             return JSONResponse({"error": "bad token: reload the page"}, status_code=403)
-        import httpx
-
         async with httpx.AsyncClient(timeout=30) as client:
             r = await client.post(f"{state.serve_url}/feedback", content=await request.body(),
                                   headers={**_serve_auth(state), "Content-Type": "application/json"})
