@@ -12,7 +12,7 @@ from rich.table import Table
 from tunesmith.cli.common import JsonOpt, RunsDirOpt, app, emit, handle_errors, lazy, project_config, runs_dir_of
 from tunesmith.config import load_config, resolve_path
 from tunesmith.console import console, out_console
-from tunesmith.errors import EXIT_ALERT
+from tunesmith.errors import EXIT_ALERT, UserError
 from tunesmith.runs.aliases import alias_history, alias_holder, aliases_of, promote as promote_run, rollback as rollback_alias
 from tunesmith.runs.store import find_known_run
 
@@ -122,7 +122,11 @@ def monitor(
         cfg.monitor.window = window
     ref = run_ref or cfg.monitor.run
     folder = cfg.project.runs_dir
-    run = find_known_run(ref, folder)
+    try:
+        run = find_known_run(ref, folder)
+    except UserError as exc:
+        raise UserError(f"{exc}. The monitor compares traffic with the training data of the run that holds "
+                        f"'{ref}': `tunesmith promote RUN --as {ref}`, or --run RUN") from None
     alias = ref if alias_holder(folder, ref) == run.id else None
     path = log or (cfg.serve.log.path if cfg.serve.log.path.is_absolute() else project_dir / cfg.serve.log.path)
     requestlog, signals, report = (lazy(f"tunesmith.monitor.{m}") for m in ("requestlog", "signals", "report"))

@@ -82,7 +82,11 @@ def plan_retrain(cfg: Config, base_dir: Path, *, scratch: Path | None = None) ->
         UserError: No production run, a data.mix run, no reviewed rows.
     """
     runs_dir = resolve_path(base_dir, cfg.project.runs_dir)
-    production = find_known_run(cfg.retrain.production, runs_dir)
+    try:
+        production = find_known_run(cfg.retrain.production, runs_dir)
+    except UserError as exc:
+        raise UserError(f"{exc}. Retraining starts from the run that holds '{cfg.retrain.production}': "
+                        f"`tunesmith promote RUN --as {cfg.retrain.production}` first") from None
     prod_cfg, _ = load_config(production.config, stored=True)
     if prod_cfg.data.mix is not None:
         raise UserError(f"run {production.id} is a data.mix run; retrain builds on single-dataset runs")

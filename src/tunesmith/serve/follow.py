@@ -94,10 +94,8 @@ class AliasFollower:
         timer.start()
 
     def start(self, every: float) -> None:
-        """Check every ``every`` seconds in a thread of its own, until :meth:`stop`."""
-        if not any(s.follows for s in self.state.served.values()):
-            return
-
+        """Check every ``every`` seconds in a thread of its own, until :meth:`stop` (an alias served later, through
+        ``POST /v1/adapters`` with ``run: production``, is followed too; with none, a check reads nothing)."""
         def loop() -> None:
             while not self._stop.wait(every):
                 try:
