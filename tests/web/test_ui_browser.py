@@ -188,6 +188,9 @@ def test_monitor_shows_alerts_first_and_moves_aliases_with_confirmation(browser,
     sign_in(browser, ui, "/monitor")
     main = browser.find_element(By.TAG_NAME, "main").text
     assert "alert(s)" in main and main.index("alert(s)") < main.index("Aliases")
+    chart = browser.find_element(By.ID, "monitor-chart")  # the signals over time, interactive
+    wait_for(lambda: chart.find_elements(By.TAG_NAME, "canvas"))
+    assert int(chart.get_attribute("data-points")) >= 1 and "estimated accuracy" in chart.text
     shot(browser, "monitor")
     browser.find_element(By.CSS_SELECTOR, f"#promote-run option[value='{b.id}'], #promote-run").click()
     select = browser.find_element(By.ID, "promote-run")

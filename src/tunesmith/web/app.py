@@ -264,7 +264,9 @@ def create_ui(state: UiState) -> FastAPI:
     @app.get("/monitor", response_class=HTMLResponse)
     async def monitor(request: Request, message: str = "") -> HTMLResponse:
         cfg = state.config()
-        return page(request, "monitor.html", m=views.monitor_page(cfg, state.project_dir), message=message)
+        m = views.monitor_page(cfg, state.project_dir)
+        windows = [w.model_dump(mode="json") for w in m["report"].windows] if m["report"] else []
+        return page(request, "monitor.html", m=m, message=message, windows_json=json.dumps(windows))
 
     @app.get("/monitor/timeline.png")
     async def timeline() -> Response:

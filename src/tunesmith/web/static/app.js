@@ -106,7 +106,33 @@ document.addEventListener("keydown", ev => {
   if (which) { ev.preventDefault(); row.querySelector(which).click(); }
 });
 
+// Monitoring over time: one point per window of the report.
+function monitorChart(el) {
+  let w = JSON.parse(el.dataset.windows || "[]");
+  if (!w.length) return;
+  const points = w.length;
+  if (points === 1) {  // one window: empty neighbours a day apart, so the time axis has a span to show
+    const t = Date.parse(w[0].start);
+    w = [{start: new Date(t - 86400000).toISOString()}, w[0], {start: new Date(t + 86400000).toISOString()}];
+  }
+  const x = w.map(p => Date.parse(p.start) / 1000);
+  const pick = (key, i) => w.map(p => p[key] ? p[key][i] : null);  // null: no value in that window
+  const data = [x, pick("estimated_accuracy", 0), pick("estimated_accuracy", 1), pick("estimated_accuracy", 2),
+                pick("positive_feedback", 0), w.map(p => p.length_psi ?? null)];
+  const series = [{label: "window"},
+    {label: "estimated accuracy", stroke: "#2ca02c", width: 2, points: {show: true}},
+    {label: "low", stroke: "#2ca02c", dash: [4, 4]}, {label: "high", stroke: "#2ca02c", dash: [4, 4]},
+    {label: "positive feedback", stroke: "#ff7f0e", points: {show: true}},
+    {label: "prompt length PSI", stroke: "#9467bd", scale: "psi", points: {show: true}}];
+  new uPlot({width: Math.min(el.clientWidth || 900, 1100), height: 300, series,
+             scales: {y: {range: [0, 1.05]}, psi: {auto: true}},
+             axes: [{}, {label: "share"}, {side: 1, scale: "psi", label: "PSI", grid: {show: false}}],
+             cursor: {drag: {x: true, y: false}}}, data, el);
+  el.dataset.points = String(points);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("#loss-chart").forEach(lossChart);
+  document.querySelectorAll("#monitor-chart").forEach(monitorChart);
   playground();
 });
