@@ -13,17 +13,18 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import get_args
 
 import numpy as np
 from scipy import stats
 
-from tunesmith.config import DedupConfig
+from tunesmith.config import DedupConfig, PiiType
 from tunesmith.data.examples import Example
 from tunesmith.data.pii import find_pii
 from tunesmith.data.quality import find_leakage
 
 #: The request log's scrubber leaves these placeholders where personal data was (``<EMAIL>``...).
-PLACEHOLDER = re.compile(r"<(PRIVATE_KEY|SECRET|EMAIL|IBAN|CARD|SSN|IP|PHONE|PERSON|LOCATION)>")
+PLACEHOLDER = re.compile(r"<(" + "|".join(get_args(PiiType)) + r")>")
 #: Answers that refuse rather than answer.
 REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|i can(?:'|no)t|i cannot|i am unable|i'm unable|as an ai)\b", re.I)
 

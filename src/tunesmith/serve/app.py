@@ -26,12 +26,12 @@ from tunesmith.data.encode import fit_prompt, head_prompt, render_prompt_text
 from tunesmith.data.examples import Example
 from tunesmith.errors import DataError, UserError
 from tunesmith.inference.engine import Completion, Engine, EngineStopped, Job, QueueFull, Sampling
-from tunesmith.monitor.requestlog import Feedback, LoggedRequest, RequestLog
+from tunesmith.monitor.requestlog import Feedback, RequestLog
 from tunesmith.serve.metrics import ServerMetrics
 from tunesmith.serve.schemas import (AdapterRequest, ApiError, ChatRequest, CompletionRequest, FeedbackRequest,
                                      Message, parse)
 from tunesmith.serve.routing import Routing, shadow_copy
-from tunesmith.serve.served import Served, load_classifier, served_adapter, served_run
+from tunesmith.serve.served import Served, load_classifier, log_entry, served_adapter, served_run
 from tunesmith.config import ServeConfig
 
 
@@ -449,12 +449,8 @@ async def _record(state: ServerState, req: ChatRequest | CompletionRequest, serv
     m.first_token.labels(req.model).observe(c.first_token_seconds)
     if state.log is None:
         return
-    entry = LoggedRequest(
-        id=rid, endpoint=kind, model=req.model, run_id=served.run.id if served.run else None, messages=messages,
-        answer=c.text, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
-        latency_ms=round((time.perf_counter() - arrived) * 1000, 2), first_token_ms=round(c.first_token_seconds * 1000, 2),
-        finish_reason=c.finish_reason, label=c.label, probability=c.probability, user=req.user,
-        metadata={**(req.metadata or {}), **({"tunesmith_route": route} if route else {})})
+    entry = log_entry(rid, kind, req.model, served, messages, c, arrived, req.user,
+                      {**(req.metadata or {}), **({"tunesmith_route": route} if route else {})})
     await asyncio.wrap_future(state.log.record(entry))
 
 

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.inference.engine import Job
-from tunesmith.monitor.requestlog import LoggedRequest
 from tunesmith.serve.schemas import ApiError, ChatRequest
-from tunesmith.serve.served import Served
+from tunesmith.serve.served import Served, log_entry
 
 
 @dataclass
@@ -92,13 +91,8 @@ def shadow_copy(state: Any, req: ChatRequest, rid: str) -> None:
         except Exception:  # noqa: BLE001 - the shadow's failure is counted, not raised
             state.metrics.errors.labels(routing.shadow, "shadow_failed").inc()
             return
-        entry = LoggedRequest(
-            id=f"{rid}-shadow", endpoint="chat.completions", model=routing.shadow or "",
-            run_id=shadow.run.id if shadow.run else None, messages=logged, answer=c.text,
-            prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
-            latency_ms=round((time.perf_counter() - arrived) * 1000, 2),
-            first_token_ms=round(c.first_token_seconds * 1000, 2), finish_reason=c.finish_reason, label=c.label,
-            probability=c.probability, user=req.user, metadata={"shadow_of": rid})
+        entry = log_entry(f"{rid}-shadow", "chat.completions", routing.shadow or "", shadow, logged, c, arrived,
+                          req.user, {"shadow_of": rid})
         await asyncio.wrap_future(state.log.record(entry))
 
     task = asyncio.get_running_loop().create_task(record())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ from typing import Any
 from tunesmith.config import Config, load_config
 from tunesmith.errors import UserError
 from tunesmith.inference.constrained import LabelTrie, label_trie
+from tunesmith.inference.engine import Completion
 from tunesmith.models.adapters import has_adapter, load_adapter
 from tunesmith.models.load import LoadedModel, load_base_model
+from tunesmith.monitor.requestlog import LoggedRequest
 from tunesmith.models.precision import inference_weights
 from tunesmith.report.schema import read_report_if_any
 from tunesmith.runs.aliases import alias_holder
@@ -162,3 +165,13 @@ def served_adapter(name: str, path: Path) -> Served:
         return served
     check_mixable(path)
     return Served(name, path, info={"adapter": str(path)})
+
+
+def log_entry(rid: str, kind: str, model: str, served: Served, messages: list[dict[str, str]], c: Completion,
+              arrived: float, user: str | None, metadata: dict[str, Any]) -> LoggedRequest:
+    """The request log's record of one answer (the client's, or a shadow's beside it)."""
+    return LoggedRequest(
+        id=rid, endpoint=kind, model=model, run_id=served.run.id if served.run else None, messages=messages,
+        answer=c.text, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
+        latency_ms=round((time.perf_counter() - arrived) * 1000, 2), first_token_ms=round(c.first_token_seconds * 1000, 2),
+        finish_reason=c.finish_reason, label=c.label, probability=c.probability, user=user, metadata=metadata)

@@ -68,8 +68,7 @@ class UiState:
     def config(self, name: str = "tunesmith.yaml") -> Config:
         path = self.project_dir / name
         cfg, base = load_config(path if path.is_file() else None)
-        cfg.project.runs_dir = (base / cfg.project.runs_dir).resolve() if not cfg.project.runs_dir.is_absolute() \
-            else cfg.project.runs_dir
+        cfg.project.runs_dir = resolve_path(base, cfg.project.runs_dir).resolve()
         return cfg
 
     @property

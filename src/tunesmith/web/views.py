@@ -22,6 +22,7 @@ from tunesmith.report.retrain import read_retrain_report, retrain_sections
 from tunesmith.report.schema import read_report_if_any
 from tunesmith.report.sections import build_sections
 from tunesmith.runs.aliases import alias_history, aliases_of
+from tunesmith.runs.compare import read_history
 from tunesmith.runs.folder import RunPaths, find_run
 from tunesmith.runs.store import query_runs, sync_registry
 
@@ -56,16 +57,11 @@ def runs_table(runs_dir: Path, *, status: str = "", task: str = "", text: str = 
 def loss_history(run: RunPaths) -> dict[str, list[Any]]:
     """``metrics.jsonl`` as chart series: steps with the training and validation loss (None where not logged)."""
     train, val = {}, {}
-    if run.metrics.is_file():
-        for line in run.metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:  # a line being written
-                continue
-            if "train_loss" in row:
-                train[row["step"]] = row["train_loss"]
-            if "val_loss" in row:
-                val[row["step"]] = row["val_loss"]
+    for row in read_history(run):
+        if "train_loss" in row:
+            train[row["step"]] = row["train_loss"]
+        if "val_loss" in row:
+            val[row["step"]] = row["val_loss"]
     steps = sorted({*train, *val})
     return {"step": steps, "train_loss": [train.get(s) for s in steps], "val_loss": [val.get(s) for s in steps]}
 
